@@ -1,0 +1,291 @@
+"""Offline stage: decode every clip once, compute features in batches, write chunked HDF5.
+
+    python pipeline/extract.py --features mel,mfcc[,chroma] [--data ROOT] [--split gct634|standard]
+                               [--out cache/features.h5] [--device auto|cpu|cuda] [--workers N] [--batch N]
+
+Worker processes decode audio (MP3 or pre-decoded .npy) while the main process runs the nnAudio
+front-end on batches and writes the results. A killed run re-run with the same arguments continues
+from the clips it had finished; the output appears only when complete (written as ``OUT.part``,
+then renamed). Bad clips are reported, listed in ``OUT`` with suffix ``.log`` and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from data.audio import SR, AudioError, load_audio
+from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
+from features.frontend import FeatureParams, FrontEnd, parse_features
+from pipeline import store
+
+DEMO_ROOT = Path("cache/demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python pipeline/extract.py",
+        description="Decode MTAT-style audio and write log-mel / MFCC / chroma features to chunked HDF5.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--features", default="mel,mfcc,chroma", help="comma-separated: mel, mfcc, chroma")
+    p.add_argument("--data", type=Path, default=None,
+                   help=f"dataset root holding {ANNOTATIONS}; default: the demo corpus in {DEMO_ROOT} "
+                        "(generated on first use)")
+    p.add_argument("--audio", choices=("auto", "mp3", "npy"), default="auto",
+                   help="audio layout: ROOT/mp3 or ROOT/<f> MP3s, or ROOT/waveform .npy; auto finds it")
+    p.add_argument("--split", choices=tuple(SPLITS), default="gct634", help="split scheme; clips outside it are left out")
+    p.add_argument("--out", type=Path, default=Path("cache/features.h5"), help="output HDF5 file")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the front-end runs")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                   help="decoding processes (0: decode in the main process)")
+    p.add_argument("--batch", type=int, default=16, help="clips per front-end batch")
+    p.add_argument("--min-seconds", type=float, default=3.0,
+                   help="skip clips shorter than this (the trainer's default crop is 3 s)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="truncate clips longer than this")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output or partial run made with other parameters")
+    fp = FeatureParams()
+    g = p.add_argument_group("feature parameters")
+    g.add_argument("--n-fft", type=int, default=fp.n_fft)
+    g.add_argument("--hop-length", type=int, default=fp.hop_length)
+    g.add_argument("--n-mels", type=int, default=fp.n_mels)
+    g.add_argument("--f-min", type=float, default=fp.f_min)
+    g.add_argument("--f-max", type=float, default=fp.f_max)
+    g.add_argument("--n-mfcc", type=int, default=fp.n_mfcc)
+    g.add_argument("--n-chroma", type=int, default=fp.n_chroma)
+    g.add_argument("--top-db", type=float, default=fp.top_db)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.features = parse_features(args.features)
+        args.params = FeatureParams(sr=SR, n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels,
+                                    f_min=args.f_min, f_max=args.f_max, n_mfcc=args.n_mfcc,
+                                    n_chroma=args.n_chroma, top_db=args.top_db)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.batch < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
+    if args.workers < 0:
+        parser.error(f"--workers must be 0 or more, got {args.workers}")
+    if not 0 < args.min_seconds <= args.max_seconds:
+        parser.error(f"need 0 < --min-seconds <= --max-seconds, got {args.min_seconds} and {args.max_seconds}")
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
+    if args.data is not None and not args.data.is_dir():
+        parser.error(f"--data {args.data}: not a folder")
+    return args
+
+
+def estimate_samples(path: Path) -> int:
+    """Upper bound of a clip's length at ``SR`` from its header alone (0 when unreadable)."""
+    try:
+        if path.suffix == ".npy":
+            return int(max(np.load(path, mmap_mode="r").shape))
+        info = sf.info(path)
+        return int(np.ceil(info.frames * SR / info.samplerate))
+    except Exception:  # the decoder reports the real problem later
+        return 0
+
+
+def _decode(task):
+    """Worker: ``(row, path, min_samples)`` -> ``(row, waveform or None, error or None)``."""
+    row, path, min_samples = task
+    try:
+        y = load_audio(path, sr=SR)
+    except AudioError as exc:
+        return row, None, str(exc)
+    if len(y) < min_samples:
+        return row, None, f"{path}: too short ({len(y) / SR:.2f} s; --min-seconds is {min_samples / SR:.2f})"
+    return row, y, None
+
+
+def _same_run(h: dict, want: dict) -> list[str]:
+    """Names of the settings in which an existing file differs from this run."""
+    return [k for k, v in want.items() if k not in h or (h[k] != v if not isinstance(v, float) else
+                                                          not np.isclose(float(h[k]), v))]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    t_start = time.time()
+    if args.data is None:
+        from data.demo import ensure_demo  # imported here: only the demo needs the generator
+        root = ensure_demo(DEMO_ROOT)
+    else:
+        root = args.data
+    try:
+        layout = find_audio(root, args.audio)
+        clips = read_annotations(Path(root) / ANNOTATIONS, args.split)
+    except DatasetError as exc:
+        return _fail(str(exc))
+    if clips.empty:
+        return _fail(f"{root / ANNOTATIONS}: no clip with one of the 50 tags in the {args.split!r} split")
+
+    want = dict(features=",".join(args.features), split_scheme=args.split, source=str(Path(root).resolve()),
+                audio_kind=layout.kind, **args.params.as_dict())
+    out, part = args.out, args.out.with_name(args.out.name + ".part")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not args.overwrite:
+        try:
+            diff = _same_run(store.header(out), want)
+        except store.StoreError as exc:
+            return _fail(f"{exc}; pass --overwrite to replace it")
+        if diff:
+            return _fail(f"{out} already holds features made with other settings ({', '.join(diff)}); "
+                         "choose another --out or pass --overwrite")
+        print(f"{out} is already complete for these settings; nothing to do.")
+        return 0
+
+    paths = [layout.path(p) for p in clips["mp3_path"]]
+    if part.exists() and not args.overwrite:
+        try:
+            diff = _same_run(store.header(part), want)
+            table = store.read_table(part)
+        except (store.StoreError, OSError, KeyError) as exc:
+            print(f"warning: {part} is unreadable ({exc}); starting over", file=sys.stderr)
+            part.unlink()
+        else:
+            if diff:
+                return _fail(f"{part} is a partial run with other settings ({', '.join(diff)}); re-run with "
+                             "those settings to finish it, or pass --overwrite to discard it")
+            if not np.array_equal(table["clip_id"].to_numpy(), clips["clip_id"].to_numpy()):
+                return _fail(f"{part} was made from another annotation file; pass --overwrite to discard it")
+    if not part.exists() or args.overwrite:
+        longest = max(estimate_samples(p) for p in paths)
+        max_frames = args.params.n_frames(min(longest, int(args.max_seconds * SR)))
+        store.create(part, clips, args.features, args.params, max_frames, **{k: want[k] for k in
+                     ("split_scheme", "source", "audio_kind")})
+
+    writer = store.Writer(part)
+    n_done_before = int((writer.status == 1).sum())
+    stats = run_batches(writer, paths, args)
+    writer.close()
+
+    status = writer.status
+    if not (status == 1).any():
+        return _fail(f"no clip could be extracted; see {out.with_suffix('.log')}", log=(out, stats["errors"]))
+    store.replace_atomically(part, out)
+    write_log(out.with_suffix(".log"), stats["errors"])
+    summary(out, clips, status, stats, n_done_before, time.time() - t_start)
+    return 0
+
+
+def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
+    """Decode in worker processes and extract every unfinished batch; return run statistics.
+
+    Batches are fixed index ranges, so a resumed run computes exactly the batches an uninterrupted
+    run would have, and gets the same numbers.
+    """
+    import torch
+    from tqdm import tqdm
+
+    n, B = len(paths), args.batch
+    pending = [b for b in range(0, n, B) if (writer.status[b:b + B] != 1).any()]
+    rows = [i for b in pending for i in range(b, min(b + B, n))]
+    # Clips skipped by an earlier run of this file are decoded again only to list why.
+    queued = set(rows)
+    rows += [i for i in np.flatnonzero(writer.status == -1) if i not in queued]
+    min_samples = int(args.min_seconds * SR)
+    tasks = [(i, paths[i], min_samples) for i in rows]
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    # The pool is forked before torch starts its threads, which must not be inherited.
+    pool = mp.Pool(args.workers) if args.workers > 0 and len(tasks) > 1 else None
+    results = pool.imap(_decode, tasks, chunksize=2) if pool else map(_decode, tasks)
+    frontend = FrontEnd(args.features, args.params).to(device)
+    errors, audio_seconds, truncated, t0 = {}, 0.0, 0, time.time()
+    bar = tqdm(total=len(tasks), unit="clip", disable=args.quiet, dynamic_ncols=True, desc="extract")
+    batch_of = {i: b for b in pending for i in range(b, min(b + B, n))}
+    waiting: dict[int, dict] = {}
+    try:
+        for row, y, err in results:
+            bar.update(1)
+            if err:
+                errors[row] = err
+                bar.write(f"skipped: {err}")
+            b = batch_of.get(row)
+            if b is None:  # a re-listed old failure: its batch is already done
+                continue
+            got = waiting.setdefault(b, {})
+            got[row] = y
+            if len(got) < min(b + B, n) - b:
+                continue
+            del waiting[b]
+            good = [i for i in sorted(got) if got[i] is not None]
+            bad = [i for i in sorted(got) if got[i] is None]
+            feats, n_frames = {}, np.zeros(0, np.int64)
+            if good:
+                lengths = np.array([len(got[i]) for i in good])
+                wave = np.zeros((len(good), lengths.max()), np.float32)
+                for j, i in enumerate(good):
+                    wave[j, :lengths[j]] = got[i]
+                res = frontend(torch.from_numpy(wave).to(device), torch.from_numpy(lengths).to(device))
+                n_frames = res.pop("n_frames").cpu().numpy()
+                feats = {k: v.cpu().numpy() for k, v in res.items()}
+                audio_seconds += lengths.sum() / SR
+                truncated += int((n_frames > writer.max_frames).sum())
+            writer.write(good, feats, n_frames, bad)
+            bar.set_postfix(skipped=len(errors))
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    return dict(errors={paths[i]: e for i, e in sorted(errors.items())}, seconds=time.time() - t0,
+                clips=len(tasks) - len(errors), audio_seconds=audio_seconds, truncated=truncated, device=device)
+
+
+def write_log(path: Path, errors: dict) -> None:
+    """List the skipped clips, one message (naming the file) per line; an empty log means none."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{e}\n" for e in errors.values()))
+    os.replace(tmp, path)
+
+
+def summary(out: Path, clips, status, stats, n_done_before: int, elapsed: float) -> None:
+    ok = status == 1
+    per_split = clips.loc[ok, "split"].value_counts()
+    rate = stats["clips"] / stats["seconds"] if stats["seconds"] > 0 else float("nan")
+    lines = [
+        "",
+        f"features   {out}  ({out.stat().st_size / 2**20:.1f} MiB)",
+        "clips      " + "  ".join(f"{s} {per_split.get(s, 0)}" for s in ("train", "valid", "test"))
+        + f"  (total {int(ok.sum())})",
+        f"skipped    {int((status == -1).sum())}" + (f"  listed in {out.with_suffix('.log')}" if stats["errors"] else ""),
+    ]
+    for p, e in list(stats["errors"].items())[:5]:
+        lines.append(f"             {e}")
+    if len(stats["errors"]) > 5:
+        lines.append(f"             ... and {len(stats['errors']) - 5} more")
+    if stats["truncated"]:
+        lines.append(f"truncated  {stats['truncated']} clips longer than --max-seconds")
+    if n_done_before:
+        lines.append(f"resumed    {n_done_before} clips were already done")
+    lines.append(f"time       {elapsed:.1f} s in all; {stats['clips']} clips in {stats['seconds']:.1f} s = "
+                 f"{rate:.1f} clips/s ({stats['audio_seconds'] / max(stats['seconds'], 1e-9):.0f}x real time) "
+                 f"on {stats['device']}")
+    print("\n".join(lines))
+
+
+def _fail(message: str, log=None) -> int:
+    if log:
+        out, errors = log
+        write_log(out.with_suffix(".log"), errors)
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
