@@ -1,0 +1,261 @@
+"""Shapes, sizes, gradients and basic trainability of the networks in train.models."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from train.models import (
+    MODELS,
+    CNN2D,
+    EmbeddingNet,
+    ShortChunkResNet,
+    SpecAugment,
+    build_embedding_model,
+    build_model,
+    count_parameters,
+)
+
+N_MELS = 96
+ALL_BINS = 96 + 20 + 12
+TAGGERS = ["baseline", "cnn2d", "shortres"]
+
+
+def _x(b, f, t, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, f, t, generator=g)
+
+
+def _small(name, n_bins, **kw):
+    # A narrow shortres keeps the tests fast; the default width is covered by the shape tests.
+    if name == "shortres":
+        kw.setdefault("width", 8)
+    torch.manual_seed(0)
+    return build_model(name, n_bins, **kw)
+
+
+def test_registry_names():
+    assert set(MODELS) == {"baseline", "cnn2d", "shortres", "linear"}
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("resnet50", N_MELS)
+
+
+def test_cnn2d_block_shapes_are_exact():
+    model = build_model("cnn2d", N_MELS).eval()
+    h = _x(2, N_MELS, 188)[:, None]
+    shapes = []
+    for block in model.blocks:
+        h = block(h)
+        shapes.append(tuple(h.shape[1:]))
+    assert shapes == [(64, 24, 47), (128, 8, 15), (128, 2, 5), (64, 1, 1)]
+    assert isinstance(model.head, torch.nn.Linear)
+    assert (model.head.in_features, model.head.out_features) == (64, 50)
+
+
+def test_cnn2d_global_pool_is_noop_at_96x188():
+    model = build_model("cnn2d", N_MELS).eval()
+    x = _x(3, N_MELS, 188)
+    with torch.no_grad():
+        direct = model.blocks(x[:, None]).flatten(1)
+        assert torch.equal(model.embed(x), direct)
+
+
+@pytest.mark.parametrize("name", ["baseline", "cnn2d", "shortres", "linear"])
+@pytest.mark.parametrize("t", [188, 250])
+def test_logits_and_embedding_shapes_mel_only(name, t):
+    model = build_model(name, N_MELS).eval()
+    x = _x(2, N_MELS, t)
+    with torch.no_grad():
+        logits, emb = model(x), model.embed(x)
+    assert logits.shape == (2, 50)
+    assert emb.shape == (2, model.embed_dim)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", ["baseline", "cnn2d", "shortres", "linear"])
+@pytest.mark.parametrize("t", [188, 250])
+def test_shapes_with_mfcc_and_chroma(name, t):
+    model = build_model(name, ALL_BINS).eval()
+    x = _x(2, ALL_BINS, t)
+    with torch.no_grad():
+        assert model(x).shape == (2, 50)
+        assert model.embed(x).shape == (2, model.embed_dim)
+
+
+def test_forward_is_head_of_embed_in_eval():
+    for name in TAGGERS:
+        model = _small(name, ALL_BINS).eval()
+        x = _x(3, ALL_BINS, 188)
+        with torch.no_grad():
+            assert torch.allclose(model(x), model.head(model.embed(x)), atol=1e-6), name
+
+
+def test_linear_forward_is_embed_and_uses_all_bins():
+    model = build_model("linear", ALL_BINS, dim=16)
+    assert model.embed_dim == 16
+    x = _x(4, ALL_BINS, 188)
+    assert torch.equal(model(x), model.embed(x))
+    assert torch.allclose(model(x), model.proj(x.mean(dim=2)))
+    # Changing only the chroma rows changes the embedding.
+    y = x.clone()
+    y[:, -12:] += 1.0
+    assert not torch.allclose(model(x), model(y))
+
+
+def test_mel_only_models_ignore_extra_rows():
+    for name in ["baseline", "cnn2d"]:
+        model = _small(name, ALL_BINS).eval()
+        x = _x(2, ALL_BINS, 188)
+        y = x.clone()
+        y[:, N_MELS:] = 5.0
+        with torch.no_grad():
+            assert torch.equal(model(x), model(y)), name
+
+
+def test_shortres_uses_extra_rows():
+    model = _small("shortres", ALL_BINS).eval()
+    assert model.extra is not None and model.extra[0].in_channels == ALL_BINS - N_MELS
+    x = _x(2, ALL_BINS, 188)
+    y = x.clone()
+    y[:, N_MELS:] += 3.0
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(y))
+    assert _small("shortres", N_MELS).extra is None
+
+
+def test_parameter_counts():
+    # Hand counts: conv weights + biases, BN scale + shift, linear weights + biases.
+    baseline = 96 * 32 * 3 + 32 + 2 * (32 * 32 * 3 + 32) + 3 * 64 + 32 * 50 + 50
+    assert count_parameters(build_model("baseline", N_MELS)) == baseline == 17_298
+    cnn2d = (
+        (1 * 64 * 9 + 64) + (64 * 128 * 9 + 128) + (128 * 128 * 9 + 128) + (128 * 64 * 9 + 64)
+        + 2 * (64 + 128 + 128 + 64) + 64 * 50 + 50
+    )
+    assert count_parameters(build_model("cnn2d", N_MELS)) == cnn2d == 299_890
+    assert count_parameters(build_model("linear", ALL_BINS, dim=64)) == ALL_BINS * 64 + 64
+    small = count_parameters(build_model("shortres", N_MELS, width=16))
+    default = count_parameters(build_model("shortres", N_MELS))
+    extra = count_parameters(build_model("shortres", ALL_BINS))
+    assert 100_000 < small < default < extra < 1_000_000
+    # Residual blocks have no conv bias and a shortcut only where channels change.
+    model = build_model("shortres", N_MELS, width=16)
+    assert [type(b[0].shortcut).__name__ for b in model.blocks] == [
+        "Sequential", "Identity", "Sequential", "Identity", "Identity", "Sequential"
+    ]
+
+
+@pytest.mark.parametrize("name", ["baseline", "cnn2d", "shortres", "linear"])
+def test_backward_reaches_every_parameter(name):
+    model = _small(name, ALL_BINS).train()
+    out = model(_x(4, ALL_BINS, 188))
+    out.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing, missing
+    assert any(p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", TAGGERS)
+def test_few_steps_lower_bce_on_fixed_batch(name):
+    model = _small(name, ALL_BINS).train()
+    x = _x(8, ALL_BINS, 188, seed=1)
+    y = (torch.rand(8, 50, generator=torch.Generator().manual_seed(2)) < 0.2).float()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def loss_now():
+        # Same seed -> same SpecAugment masks and dropout, so before/after are comparable.
+        torch.manual_seed(123)
+        with torch.no_grad():
+            return F.binary_cross_entropy_with_logits(model(x), y).item()
+
+    before = loss_now()
+    torch.manual_seed(7)
+    for _ in range(10):
+        opt.zero_grad()
+        F.binary_cross_entropy_with_logits(model(x), y).backward()
+        opt.step()
+    after = loss_now()
+    assert after < 0.9 * before, (before, after)
+
+
+def test_specaugment_only_in_training():
+    model = _small("shortres", ALL_BINS)
+    x = _x(4, ALL_BINS, 188)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)
+    model.train()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        c, d = model.augment(x), model.augment(x)
+    assert not torch.equal(c, d)
+    assert not torch.equal(c, x)
+    # Reproducible from torch's RNG.
+    torch.manual_seed(0)
+    with torch.no_grad():
+        assert torch.equal(model.augment(x), c)
+    assert model.augment.training and not model.eval().augment.training
+
+
+def test_specaugment_masks_bands_with_zero():
+    aug = SpecAugment(n_mels=N_MELS, n_freq_masks=1, freq_width=10, n_time_masks=1, time_width=15).train()
+    x = _x(64, ALL_BINS, 188) + 10.0  # no natural zeros
+    torch.manual_seed(3)
+    m = aug(x) == 0
+    time_masked = m.all(dim=1)  # (B, T): frames masked in every row
+    freq_masked = m.all(dim=2)  # (B, F): rows masked in every frame
+    assert time_masked.sum(1).max() <= 15 and time_masked.sum(1).max() > 0
+    assert freq_masked.sum(1).max() <= 10 and freq_masked.sum(1).max() > 0
+    # Frequency masks stay inside the mel rows.
+    assert not freq_masked[:, N_MELS:].any()
+    # Masked frames form one contiguous span per example.
+    for row in time_masked:
+        idx = torch.nonzero(row).flatten()
+        if len(idx):
+            assert idx[-1] - idx[0] + 1 == len(idx)
+    # Nothing outside the masks changes.
+    outside = ~(time_masked[:, None, :] | freq_masked[:, :, None])
+    torch.manual_seed(3)
+    y = aug(x)
+    assert torch.equal(y[outside], x[outside])
+
+
+def test_specaugment_off_switch():
+    model = _small("shortres", N_MELS, specaugment=False)
+    assert model.augment is None
+
+
+def test_shortres_dropout_changes_train_forward_only():
+    model = _small("shortres", N_MELS, specaugment=False).train()
+    x = _x(4, N_MELS, 188)
+    torch.manual_seed(0)
+    a = model(x)
+    b = model(x)
+    assert not torch.allclose(a, b)  # dropout
+
+
+def test_embedding_net_wraps_backbones():
+    for name in TAGGERS:
+        torch.manual_seed(0)
+        net = build_embedding_model(name, ALL_BINS, dim=24, **({"width": 8} if name == "shortres" else {}))
+        assert isinstance(net, EmbeddingNet)
+        net.eval()
+        x = _x(3, ALL_BINS, 188)
+        with torch.no_grad():
+            out = net(x)
+            assert out.shape == (3, 24) and net.embed_dim == 24
+            assert torch.allclose(out, net.proj(net.backbone.embed(x)))
+            # Not normalised: that is the loss's business.
+            assert not torch.allclose(out.norm(dim=1), torch.ones(3))
+    lin = build_embedding_model("linear", ALL_BINS, dim=24)
+    assert lin(_x(3, ALL_BINS, 188)).shape == (3, 24)
+
+
+def test_input_checks():
+    model = build_model("baseline", ALL_BINS)
+    with pytest.raises(ValueError, match=r"\(B, 128, T\)"):
+        model(_x(2, N_MELS, 188))
+    with pytest.raises(ValueError, match="at least 180 frames"):
+        build_model("cnn2d", N_MELS)(_x(2, N_MELS, 100))
+    with pytest.raises(ValueError, match="n_mels"):
+        CNN2D(64, n_mels=64)
+    with pytest.raises(ValueError, match="n_mels"):
+        ShortChunkResNet(80, n_mels=96)

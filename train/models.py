@@ -1,0 +1,605 @@
+"""Tagging and embedding networks over stored, standardised features.
+
+Every network here takes the tensor the trainer builds from the HDF5 features:
+
+``x`` : float32, shape ``(B, F, T)``
+    ``F`` concatenated feature bins in the order mel (``n_mels``, default 96), then MFCC
+    (default 20) if used, then chroma (12) if used, each bin standardised with the
+    training-set mean and std; ``T`` frames (188 for a 3 s crop).
+
+and offers the same three things:
+
+- ``forward(x)`` : ``(B, n_out)`` logits (no sigmoid: use ``BCEWithLogitsLoss``);
+- ``embed(x)`` : ``(B, embed_dim)`` pooled penultimate representation, so that
+  ``forward(x) == head(embed(x))``;
+- ``embed_dim`` and ``min_frames`` attributes.
+
+No spectrogram is computed inside a model. Build them by name with :func:`build_model`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Baseline1D",
+    "CNN2D",
+    "ShortChunkResNet",
+    "LinearProjection",
+    "EmbeddingNet",
+    "EmbeddingHead",
+    "SpecAugment",
+    "ResBlock2d",
+    "MODELS",
+    "build_model",
+    "build_embedding_model",
+    "count_parameters",
+]
+
+
+def _check_bins(n_bins: int, n_mels: int) -> None:
+    if n_mels < 1 or n_bins < n_mels:
+        raise ValueError(f"need 1 <= n_mels <= n_bins, got n_mels={n_mels}, n_bins={n_bins}")
+
+
+def _check_input(model: nn.Module, x: torch.Tensor) -> None:
+    # A wrong feature set (e.g. mel only while the model was built for mel+mfcc+chroma) would
+    # otherwise fail deep inside a conv with a message that names no feature.
+    if x.dim() != 3 or x.shape[1] != model.n_bins:
+        raise ValueError(
+            f"{type(model).__name__} expects x of shape (B, {model.n_bins}, T), got {tuple(x.shape)}"
+        )
+    if x.shape[2] < model.min_frames:
+        raise ValueError(
+            f"{type(model).__name__} needs at least {model.min_frames} frames, got T={x.shape[2]}"
+        )
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of parameters of a model.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    trainable_only : bool
+        Count only parameters with ``requires_grad``.
+
+    Returns
+    -------
+    int
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+class Baseline1D(nn.Module):
+    """The course's 1-D CNN: convolution over time, mel bins as input channels.
+
+    Three blocks of ``Conv1d(k=3, padding=1)`` - ``BatchNorm1d`` - ``ReLU`` - ``MaxPool1d(3)``
+    with ``channels`` channels, a global average pool over time and ``Linear(channels, n_out)``.
+    ``padding=1`` keeps the length through each convolution ('same' for k=3), so only the
+    pools shorten time: 188 -> 62 -> 20 -> 6 frames.
+
+    Only the mel bins ``x[:, :n_mels]`` are used; extra MFCC/chroma rows are ignored.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of feature rows ``F`` in the input.
+    n_mels : int
+        Number of mel rows at the top of the input.
+    n_out : int
+        Number of tags.
+    channels : int
+        Width of every convolution.
+
+    Attributes
+    ----------
+    blocks : torch.nn.Sequential
+        The three conv blocks, to be run one by one if needed.
+    head : torch.nn.Linear
+        The output layer.
+    embed_dim : int
+        ``channels``.
+    min_frames : int
+        27 (three pools of 3).
+    """
+
+    def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50, channels: int = 32):
+        super().__init__()
+        _check_bins(n_bins, n_mels)
+        self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
+        layers = []
+        c_in = n_mels
+        for _ in range(3):
+            layers.append(
+                nn.Sequential(
+                    nn.Conv1d(c_in, channels, kernel_size=3, padding=1),
+                    nn.BatchNorm1d(channels),
+                    nn.ReLU(),
+                    nn.MaxPool1d(3),
+                )
+            )
+            c_in = channels
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, n_out)
+        self.embed_dim = channels
+        self.min_frames = 3**3
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Time-averaged output of the last block, ``(B, channels)``."""
+        _check_input(self, x)
+        return self.blocks(x[:, : self.n_mels]).mean(dim=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag logits, ``(B, n_out)``."""
+        return self.head(self.embed(x))
+
+
+class CNN2D(nn.Module):
+    """The course's 2-D CNN over the mel spectrogram as a one-channel image.
+
+    Four blocks of ``Conv2d(3x3, padding=1)`` - ``BatchNorm2d`` - ``ReLU`` - ``MaxPool2d``
+    with 64, 128, 128, 64 channels and pools (4, 4), (3, 3), (3, 3), (2, 5); then a global
+    max pool and ``Linear(64, n_out)``. For a ``1 x 96 x 188`` input the blocks give
+    ``64x24x47``, ``128x8x15``, ``128x2x5`` and ``64x1x1``, so the global max pool is a
+    no-op there; it only matters for other sizes, where the last map is larger than 1x1.
+
+    Only the mel bins ``x[:, :n_mels]`` are used.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of feature rows ``F`` in the input.
+    n_mels : int
+        Number of mel rows at the top of the input; at least 72 (= 4*3*3*2).
+    n_out : int
+        Number of tags.
+
+    Attributes
+    ----------
+    blocks : torch.nn.Sequential
+        The four conv blocks; ``blocks[i]`` maps ``(B, C, H, W)`` to the next map.
+    head : torch.nn.Linear
+    embed_dim : int
+        64.
+    min_frames : int
+        180 (= 4*3*3*5).
+    """
+
+    channels = (64, 128, 128, 64)
+    pools = ((4, 4), (3, 3), (3, 3), (2, 5))
+
+    def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50):
+        super().__init__()
+        _check_bins(n_bins, n_mels)
+        if n_mels < 72:
+            raise ValueError(f"CNN2D pools the mel axis by 72, so it needs n_mels >= 72, got {n_mels}")
+        self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
+        layers = []
+        c_in = 1
+        for c_out, pool in zip(self.channels, self.pools):
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(),
+                    nn.MaxPool2d(pool),
+                )
+            )
+            c_in = c_out
+        self.blocks = nn.Sequential(*layers)
+        self.head = nn.Linear(self.channels[-1], n_out)
+        self.embed_dim = self.channels[-1]
+        self.min_frames = 4 * 3 * 3 * 5
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Global max of the last block's map, ``(B, 64)``."""
+        _check_input(self, x)
+        h = self.blocks(x[:, None, : self.n_mels])
+        return h.amax(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag logits, ``(B, n_out)``."""
+        return self.head(self.embed(x))
+
+
+class SpecAugment(nn.Module):
+    """SpecAugment-style masking of standardised features, active only in training mode.
+
+    Each example gets ``n_freq_masks`` bands of up to ``freq_width`` consecutive mel rows and
+    ``n_time_masks`` spans of up to ``time_width`` consecutive frames set to 0, which is the
+    training-set mean after standardisation. Widths and positions are drawn uniformly from
+    torch's default RNG, so ``torch.manual_seed`` makes them reproducible. Frequency masks
+    touch only the first ``n_mels`` rows (masking MFCC/chroma rows as "frequency" would mean
+    nothing); time masks cover all rows so every feature loses the same frames.
+
+    In eval mode the input is returned unchanged.
+
+    Parameters
+    ----------
+    n_mels : int
+        Number of mel rows at the top of the input.
+    n_freq_masks, freq_width : int
+        Number of frequency masks and their maximum width in rows.
+    n_time_masks, time_width : int
+        Number of time masks and their maximum width in frames.
+
+    References
+    ----------
+    Park et al., "SpecAugment: A simple data augmentation method for automatic speech
+    recognition", Interspeech 2019.
+    """
+
+    def __init__(
+        self,
+        n_mels: int,
+        n_freq_masks: int = 2,
+        freq_width: int = 12,
+        n_time_masks: int = 2,
+        time_width: int = 20,
+    ):
+        super().__init__()
+        self.n_mels = n_mels
+        self.n_freq_masks, self.freq_width = n_freq_masks, freq_width
+        self.n_time_masks, self.time_width = n_time_masks, time_width
+
+    @staticmethod
+    def _band_mask(batch: int, n_masks: int, max_width: int, size: int, device) -> torch.Tensor:
+        # (batch, size) boolean mask, the union of n_masks random bands per row.
+        max_width = min(max_width, size)
+        if n_masks <= 0 or max_width <= 0:
+            return torch.zeros(batch, size, dtype=torch.bool, device=device)
+        width = (torch.rand(batch, n_masks, 1, device=device) * (max_width + 1)).floor()
+        start = (torch.rand(batch, n_masks, 1, device=device) * (size - width + 1)).floor()
+        pos = torch.arange(size, device=device)
+        return ((pos >= start) & (pos < start + width)).any(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Masked copy of ``x`` ``(B, F, T)`` in training mode, ``x`` itself in eval mode."""
+        if not self.training:
+            return x
+        b, f, t = x.shape
+        n_mels = min(self.n_mels, f)
+        freq = self._band_mask(b, self.n_freq_masks, self.freq_width, n_mels, x.device)
+        if n_mels < f:
+            freq = torch.cat([freq, freq.new_zeros(b, f - n_mels)], dim=1)
+        time = self._band_mask(b, self.n_time_masks, self.time_width, t, x.device)
+        return x.masked_fill(freq[:, :, None] | time[:, None, :], 0.0)
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_mels={self.n_mels}, freq={self.n_freq_masks}x{self.freq_width}, "
+            f"time={self.n_time_masks}x{self.time_width}"
+        )
+
+
+class ResBlock2d(nn.Module):
+    """Residual block: two 3x3 conv-BN layers, a shortcut, ReLU after the sum.
+
+    The shortcut is a 1x1 conv + BN when the channel count changes, the identity otherwise.
+    Convolutions have no bias because BatchNorm follows each of them.
+
+    Parameters
+    ----------
+    c_in, c_out : int
+        Input and output channels.
+    """
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (
+            nn.Identity()
+            if c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        )
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+class ShortChunkResNet(nn.Module):
+    """Short-chunk CNN with residual connections (Won et al., 2020), for stored features.
+
+    The mel rows go through ``n_layers`` :class:`ResBlock2d` blocks, each followed by a
+    2x2 max pool, with channels ``width, width, 2*width, ..., 2*width, 4*width`` (the
+    doubling pattern of the paper's model); the remaining map is max-pooled globally. If the
+    input has more rows than ``n_mels`` (MFCC and/or chroma), those ``n_bins - n_mels`` rows
+    go through a small 1-D conv branch over time whose max-pooled output is concatenated to
+    the 2-D branch's vector. Then ``Linear`` - ``BatchNorm1d`` - ``ReLU`` - ``Dropout(dropout)``
+    give the embedding and a last ``Linear`` the logits.
+
+    In training mode the input is first masked by :class:`SpecAugment` (set ``specaugment=False``
+    to turn it off); in eval mode the model is deterministic.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of feature rows ``F`` in the input.
+    n_mels : int
+        Number of mel rows at the top of the input; at least ``2 ** n_layers``.
+    n_out : int
+        Number of tags.
+    width : int
+        Channels of the first blocks. The paper uses 128 on a GPU; the default 32 keeps an epoch
+        of a few thousand 96x188 crops in minutes on two CPU cores.
+    n_layers : int
+        Number of residual blocks (each halves both axes). Six takes 96 mel rows to 1.
+    dense : int or None
+        Size of the dense layer, i.e. ``embed_dim``; default: the last block's channels.
+    extra_channels : int
+        Width of the 1-D branch for MFCC/chroma rows (unused when ``n_bins == n_mels``).
+    dropout : float
+        Dropout after the dense layer.
+    specaugment : bool
+        Mask the input in training mode.
+    **augment
+        Passed to :class:`SpecAugment` (``n_freq_masks``, ``freq_width``, ``n_time_masks``,
+        ``time_width``).
+
+    Attributes
+    ----------
+    augment : SpecAugment or None
+    blocks : torch.nn.Sequential
+        ``blocks[i]`` is ``Sequential(ResBlock2d, MaxPool2d(2))``.
+    extra : torch.nn.Sequential or None
+        The 1-D branch.
+    dense : torch.nn.Sequential
+        Linear-BN-ReLU-Dropout.
+    head : torch.nn.Linear
+    embed_dim : int
+    min_frames : int
+        ``2 ** n_layers``.
+
+    Notes
+    -----
+    The dense layer's ``BatchNorm1d`` cannot train on a batch of one example: drop the last
+    incomplete batch if it could hold a single crop.
+
+    References
+    ----------
+    Won, Ferraro, Bogdanov, Serra, "Evaluation of CNN-based automatic music tagging models",
+    SMC 2020, arXiv:2006.00751.
+    """
+
+    def __init__(
+        self,
+        n_bins: int,
+        n_mels: int = 96,
+        n_out: int = 50,
+        width: int = 32,
+        n_layers: int = 6,
+        dense: int | None = None,
+        extra_channels: int = 64,
+        dropout: float = 0.5,
+        specaugment: bool = True,
+        **augment,
+    ):
+        super().__init__()
+        _check_bins(n_bins, n_mels)
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        if n_mels < 2**n_layers:
+            raise ValueError(f"{n_layers} 2x2 pools need n_mels >= {2 ** n_layers}, got {n_mels}")
+        self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
+        self.augment = SpecAugment(n_mels, **augment) if specaugment else None
+
+        widths = [width] * 2 + [2 * width] * max(n_layers - 3, 0) + [4 * width]
+        widths = widths[-n_layers:] if n_layers < 3 else widths
+        blocks, c_in = [], 1
+        for c_out in widths:
+            blocks.append(nn.Sequential(ResBlock2d(c_in, c_out), nn.MaxPool2d(2)))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        pooled = c_in
+
+        n_extra = n_bins - n_mels
+        if n_extra > 0:
+            # MFCC/chroma rows are not a frequency axis one can convolve over, so they are
+            # treated as channels of a 1-D conv over time, like the baseline does with mel bins.
+            self.extra = nn.Sequential(
+                nn.Conv1d(n_extra, extra_channels, 3, padding=1, bias=False),
+                nn.BatchNorm1d(extra_channels),
+                nn.ReLU(),
+                nn.MaxPool1d(2),
+                nn.Conv1d(extra_channels, extra_channels, 3, padding=1, bias=False),
+                nn.BatchNorm1d(extra_channels),
+                nn.ReLU(),
+            )
+            pooled += extra_channels
+        else:
+            self.extra = None
+
+        dense = dense or widths[-1]
+        self.dense = nn.Sequential(
+            nn.Linear(pooled, dense, bias=False),
+            nn.BatchNorm1d(dense),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        )
+        self.head = nn.Linear(dense, n_out)
+        self.embed_dim = dense
+        self.min_frames = 2**n_layers
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Output of the dense layer (after dropout in training mode), ``(B, embed_dim)``."""
+        _check_input(self, x)
+        if self.augment is not None:
+            x = self.augment(x)
+        h = self.blocks(x[:, None, : self.n_mels]).amax(dim=(2, 3))
+        if self.extra is not None:
+            h = torch.cat([h, self.extra(x[:, self.n_mels :]).amax(dim=2)], dim=1)
+        return self.dense(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag logits, ``(B, n_out)``."""
+        return self.head(self.embed(x))
+
+
+class LinearProjection(nn.Module):
+    """The course's metric-learning baseline: time-averaged features through one linear map.
+
+    ``embed(x) = Linear(F, dim)(x.mean(dim=2))`` over all ``F`` bins (mel, MFCC, chroma).
+    There is no separate output layer: ``forward`` is ``embed``, because this model only
+    exists to be trained with a triplet loss. (Trained with BCE instead, it is a logistic
+    regression on mean features, which also makes a sane tagging floor.)
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of feature rows ``F`` in the input.
+    n_mels : int
+        Accepted for a uniform signature; unused.
+    n_out : int
+        Embedding size when ``dim`` is not given.
+    dim : int or None
+        Embedding size ``D``.
+
+    Attributes
+    ----------
+    proj : torch.nn.Linear
+    embed_dim : int
+        ``dim``.
+    min_frames : int
+        1.
+    """
+
+    def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50, dim: int | None = None):
+        super().__init__()
+        if n_bins < 1:
+            raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+        dim = n_out if dim is None else dim
+        self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, dim
+        self.proj = nn.Linear(n_bins, dim)
+        self.embed_dim = dim
+        self.min_frames = 1
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Projected time average, ``(B, dim)``."""
+        _check_input(self, x)
+        return self.proj(x.mean(dim=2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`embed`."""
+        return self.embed(x)
+
+
+class EmbeddingNet(nn.Module):
+    """A backbone's ``embed`` followed by a linear map to a ``dim``-dimensional embedding.
+
+    Turns any tagging network of this module into a metric-learning network; the backbone's
+    tag head is left unused. The output is not L2-normalised: the cosine triplet loss
+    normalises, and a Euclidean one should not.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+        Has ``embed(x) -> (B, backbone.embed_dim)``.
+    dim : int
+        Output embedding size.
+
+    Attributes
+    ----------
+    backbone : torch.nn.Module
+    proj : torch.nn.Linear
+    embed_dim : int
+        ``dim``.
+    """
+
+    def __init__(self, backbone: nn.Module, dim: int = 128):
+        super().__init__()
+        self.backbone = backbone
+        self.proj = nn.Linear(backbone.embed_dim, dim)
+        self.embed_dim = dim
+        self.n_bins = getattr(backbone, "n_bins", None)
+        self.min_frames = getattr(backbone, "min_frames", 1)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Embedding, ``(B, dim)``."""
+        return self.proj(self.backbone.embed(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`embed`."""
+        return self.embed(x)
+
+
+#: Alias of :class:`EmbeddingNet`.
+EmbeddingHead = EmbeddingNet
+
+#: Model classes by name; each is called as ``cls(n_bins, n_mels=..., n_out=..., **kwargs)``.
+MODELS: dict[str, type[nn.Module]] = {
+    "baseline": Baseline1D,
+    "cnn2d": CNN2D,
+    "shortres": ShortChunkResNet,
+    "linear": LinearProjection,
+}
+
+
+def build_model(name: str, n_bins: int, n_mels: int = 96, n_out: int = 50, **kwargs) -> nn.Module:
+    """Build a network by name.
+
+    Parameters
+    ----------
+    name : {'baseline', 'cnn2d', 'shortres', 'linear'}
+        A key of ``MODELS``.
+    n_bins : int
+        Number of feature rows ``F`` of the input (e.g. 96, or 96 + 20 + 12 = 128 with MFCC
+        and chroma).
+    n_mels : int
+        Number of mel rows at the top of the input.
+    n_out : int
+        Number of tags (for ``'linear'``: the embedding size unless ``dim`` is given).
+    **kwargs
+        Model-specific options, e.g. ``width`` for ``'shortres'``, ``dim`` for ``'linear'``.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or inconsistent sizes.
+
+    Examples
+    --------
+    >>> model = build_model("shortres", n_bins=96 + 20 + 12)
+    >>> model(torch.zeros(2, 128, 188)).shape
+    torch.Size([2, 50])
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[name](n_bins, n_mels=n_mels, n_out=n_out, **kwargs)
+
+
+def build_embedding_model(name: str, n_bins: int, dim: int = 128, n_mels: int = 96, **kwargs) -> nn.Module:
+    """Build a metric-learning network by name.
+
+    ``'linear'`` is :class:`LinearProjection` with ``dim`` outputs; the CNNs are wrapped in
+    :class:`EmbeddingNet` with a ``dim``-dimensional projection.
+
+    Parameters
+    ----------
+    name : str
+        A key of ``MODELS``.
+    n_bins, n_mels : int
+        As in :func:`build_model`.
+    dim : int
+        Embedding size.
+    **kwargs
+        Passed to the model class.
+
+    Returns
+    -------
+    torch.nn.Module
+        ``forward(x) -> (B, dim)``.
+    """
+    if name == "linear":
+        return build_model(name, n_bins, n_mels=n_mels, dim=dim, **kwargs)
+    return EmbeddingNet(build_model(name, n_bins, n_mels=n_mels, **kwargs), dim)
