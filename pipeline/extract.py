@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     if clips.empty:
         return _fail(f"{root / ANNOTATIONS}: no clip with one of the 50 tags in the {args.split!r} split")
 
-    want = dict(features=",".join(args.features), split_scheme=args.split, source=str(Path(root).resolve()),
+    want = dict(features=args.features, split_scheme=args.split, source=str(Path(root).resolve()),
                 audio_kind=layout.kind, **args.params.as_dict())
     out, part = args.out, args.out.with_name(args.out.name + ".part")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,207 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from data.audio import load_audio
+from data.mtat import TAGS, find_audio, read_annotations
+from features.frontend import FrontEnd
+from pipeline import extract, store
+from tests.conftest import make_corpus, write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+ARGS = ["--features", "mel,mfcc,chroma", "--workers", "0", "--batch", "4", "--quiet"]
+
+
+def run(corpus, out, *extra):
+    return extract.main([*ARGS, "--data", str(corpus), "--out", str(out), *extra])
+
+
+def read_all(path):
+    with h5py.File(path, "r") as f:
+        return {k: f[k][:] for k in f}, dict(f.attrs)
+
+
+def test_extract_round_trip(corpus, tmp_path, capsys):
+    out = tmp_path / "f.h5"
+    assert run(corpus, out, "--split", "standard") == 0
+    assert not out.with_name("f.h5.part").exists()
+    text = capsys.readouterr().out
+    assert "train" in text and "clips/s" in text
+    clips = read_annotations(corpus / "annotations_final.csv", "standard")
+    data, attrs = read_all(out)
+    assert attrs["features"] == "mel,mfcc,chroma" and attrs["n_mels"] == 96 and attrs["split_scheme"] == "standard"
+    assert attrs["hop_length"] == 256 and attrs["source"] == str(corpus.resolve()) and attrs["audio_kind"] == "mp3"
+    assert [t.decode() for t in data["tags"]] == list(TAGS)
+    np.testing.assert_array_equal(data["clip_id"], clips["clip_id"])
+    np.testing.assert_array_equal(data["labels"], clips[list(TAGS)].to_numpy())
+    assert [s.decode() for s in data["split"]] == clips["split"].tolist()
+    assert (data["status"] == 1).all()
+    # Every stored clip equals the front-end applied to that clip alone, padding zeroed.
+    fe = FrontEnd(("mel", "mfcc", "chroma"))
+    layout = find_audio(corpus)
+    for i in (0, 7, len(clips) - 1):
+        y = load_audio(layout.path(clips["mp3_path"][i]))
+        ref = fe(torch.from_numpy(y)[None])
+        n = int(ref["n_frames"][0])
+        assert data["n_frames"][i] == n
+        for name in ("mel", "mfcc", "chroma"):
+            np.testing.assert_allclose(data[name][i, :n], ref[name][0].numpy(), atol=1e-3)
+            assert (data[name][i, n:] == 0).all()
+    assert data["mel"].shape[1] == max(data["n_frames"])  # slots sized from the longest clip
+
+
+def test_memmap_offsets_equal_h5py(corpus, tmp_path):
+    out = tmp_path / "f.h5"
+    assert run(corpus, out, "--features", "mel,chroma") == 0
+    data, attrs = read_all(out)
+    for name, bins in (("mel", 96), ("chroma", 12)):
+        offsets = store.chunk_offsets(out, name)
+        mm = np.memmap(out, dtype=np.float32, mode="r")
+        for i in range(len(offsets)):
+            start = offsets[i] // 4
+            clip = np.asarray(mm[start:start + attrs["max_frames"] * bins]).reshape(-1, bins)
+            np.testing.assert_array_equal(clip, data[name][i])
+    with pytest.raises(store.StoreError, match="holds no 'mfcc' features"):
+        store.chunk_offsets(out, "mfcc")
+
+
+def test_both_audio_layouts_give_the_same_features(tmp_path):
+    for layout in ("flat", "npy"):
+        make_corpus(tmp_path / layout, per_folder=1, layout=layout)
+        assert run(tmp_path / layout, tmp_path / f"{layout}.h5", "--features", "mel") == 0
+    a, attrs_a = read_all(tmp_path / "flat.h5")
+    b, attrs_b = read_all(tmp_path / "npy.h5")
+    assert attrs_a["audio_kind"] == "mp3" and attrs_b["audio_kind"] == "npy"
+    np.testing.assert_array_equal(a["n_frames"], b["n_frames"])
+    np.testing.assert_allclose(a["mel"], b["mel"], atol=1e-4)
+
+
+def test_bad_clips_are_reported_and_skipped(corpus, tmp_path, capsys):
+    mp3 = corpus / "mp3"
+    (mp3 / "0/artist_0-album-00-track_0-0-29.mp3").write_bytes(b"")
+    (mp3 / "1/artist_1-album-00-track_0-0-29.mp3").write_text("not an mp3 file at all\n" * 10)
+    (mp3 / "2/artist_2-album-01-track_1-0-29.mp3").unlink()
+    d_clip = mp3 / "d/artist_13-album-00-track_0-0-29.mp3"
+    d_clip.write_bytes(d_clip.read_bytes()[:2000])  # truncated: too short once decoded
+    out = tmp_path / "f.h5"
+    assert run(corpus, out) == 0
+    captured = capsys.readouterr()
+    log = out.with_suffix(".log").read_text().splitlines()
+    assert len(log) == 4
+    for name, why in [("0/artist_0-album-00", "file is empty"), ("1/artist_1-album-00", "cannot decode audio"),
+                      ("2/artist_2-album-01", "file not found"), ("d/artist_13-album-00", "too short")]:
+        assert any(name in line and why in line for line in log), (name, why)
+        assert name in captured.out  # named in the end summary too
+    data, _ = read_all(out)
+    assert (data["status"] == -1).sum() == 4 and (data["status"] == 1).sum() == len(data["status"]) - 4
+
+
+def test_nothing_extracted_fails(tmp_path):
+    make_corpus(tmp_path, per_folder=1)
+    for p in (tmp_path / "mp3").rglob("*.mp3"):
+        p.write_bytes(b"")
+    assert run(tmp_path, tmp_path / "f.h5") == 2
+    assert not (tmp_path / "f.h5").exists()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--features", "mel,tempo"], "unknown feature"),
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--workers", "-1"], "--workers must be 0 or more"),
+    (["--split", "random"], "invalid choice: 'random'"),
+    (["--data", "/no/such/folder"], "--data /no/such/folder: not a folder"),
+    (["--min-seconds", "10", "--max-seconds", "5"], "--min-seconds"),
+    (["--f-max", "12000"], "f_max"),
+])
+def test_bad_arguments_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        extract.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_csv_missing_columns_exit_2(corpus, tmp_path, capsys):
+    write_csv(corpus / "annotations_final.csv", [["1", *["0"] * 50]], ["clip_id", *TAGS])
+    assert run(corpus, tmp_path / "f.h5") == 2
+    assert "annotations_final.csv: missing 1 required column(s): 'mp3_path'" in capsys.readouterr().err
+
+
+def test_other_parameters_never_mix(corpus, tmp_path, capsys):
+    out = tmp_path / "f.h5"
+    assert run(corpus, out, "--features", "mel") == 0
+    before = out.read_bytes()
+    assert run(corpus, out, "--features", "mel") == 0  # same settings: nothing to do
+    assert "already complete" in capsys.readouterr().out
+    assert run(corpus, out, "--features", "mel", "--n-mels", "64") == 2
+    assert "other settings (n_mels)" in capsys.readouterr().err
+    assert run(corpus, out, "--features", "mel,mfcc") == 2
+    assert out.read_bytes() == before
+    assert run(corpus, out, "--features", "mel", "--n-mels", "64", "--overwrite") == 0
+    assert read_all(out)[1]["n_mels"] == 64
+
+
+def test_resume_after_interruption_equals_uninterrupted(corpus, tmp_path, monkeypatch):
+    full = tmp_path / "full.h5"
+    assert run(corpus, full) == 0
+    out = tmp_path / "f.h5"
+    calls = {"n": 0}
+    real_write = store.Writer.write
+
+    def write_then_die(self, *a, **k):
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as if killed between two batches
+        calls["n"] += 1
+        return real_write(self, *a, **k)
+
+    monkeypatch.setattr(store.Writer, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(corpus, out)
+    monkeypatch.undo()
+    part = out.with_name("f.h5.part")
+    assert not out.exists() and part.exists()
+    assert (store.read_table(part)["status"] == 1).sum() == 12  # three batches of 4 were kept
+    assert run(corpus, out, "--n-mfcc", "13") == 2  # a partial run is not mixed with other settings either
+    assert run(corpus, out) == 0
+    a, attrs_a = read_all(full)
+    b, attrs_b = read_all(out)
+    assert attrs_a == attrs_b and a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_resume_after_sigkill(tmp_path):
+    """A real kill -9 at an arbitrary moment: the re-run completes and equals a clean run."""
+    corpus = tmp_path / "c"
+    make_corpus(corpus, per_folder=3)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "pipeline/extract.py", "--data", str(corpus), "--features", "mel",
+           "--workers", "0", "--batch", "2", "--quiet"]
+    clean = subprocess.run([*cmd, "--out", str(tmp_path / "clean.h5")], cwd=REPO, env=env, capture_output=True)
+    assert clean.returncode == 0, clean.stderr.decode()
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen([*cmd, "--out", str(out)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    part = out.with_name("killed.h5.part")
+    deadline = time.time() + 60
+    while not part.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it write some batches
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed mid-run, not finished
+    done = subprocess.run([*cmd, "--out", str(out)], cwd=REPO, env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()
+    a, b = read_all(tmp_path / "clean.h5")[0], read_all(out)[0]
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_help_runs_from_repo_root():
+    res = subprocess.run([sys.executable, "pipeline/extract.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0 and "--features" in res.stdout and "--split" in res.stdout
