@@ -1,0 +1,160 @@
+"""Data feed: crops of stored features read straight from the HDF5 file through ``numpy.memmap``.
+
+The byte offset of every clip's chunk is taken from the file's chunk layout once; after that a crop
+is a contiguous slice of the mapped file (chunks are time-major), with no h5py call in the hot loop.
+The map is opened lazily in each process, so DataLoader worker processes each get their own.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from pipeline import store
+
+
+class FeedError(ValueError):
+    """A features file or request the trainer cannot use; the message says what to do."""
+
+
+class FeatureFile:
+    """The extracted clips of a features file, readable as crops.
+
+    Parameters
+    ----------
+    path : path
+        A file written by ``pipeline/extract.py``.
+    features : sequence of str
+        Features to read, concatenated along bins in this order (e.g. ``('mel', 'mfcc')``).
+
+    Attributes
+    ----------
+    clip_id, split, n_frames, labels : np.ndarray
+        Per extracted clip (clips skipped at extraction are left out).
+    bins : int
+        Total bins of the requested features.
+    """
+
+    def __init__(self, path, features=("mel",)):
+        self.path = Path(path)
+        try:
+            self.header = store.header(self.path)
+        except store.StoreError as exc:
+            raise FeedError(str(exc)) from exc
+        missing = [f for f in features if f not in self.header["features"]]
+        if missing:
+            raise FeedError(f"{self.path} holds {', '.join(self.header['features'])} but not "
+                            f"{', '.join(missing)}; re-extract with `python pipeline/extract.py --features "
+                            f"{','.join(dict.fromkeys([*self.header['features'], *missing]))}` or pick other --features")
+        self.features = tuple(features)
+        table = store.read_table(self.path)
+        keep = (table["status"] == 1).to_numpy()
+        if not keep.any():
+            raise FeedError(f"{self.path}: holds no extracted clip")
+        self.rows = np.flatnonzero(keep)
+        self.clip_id = table["clip_id"].to_numpy()[keep]
+        self.mp3_path = table["mp3_path"].to_numpy()[keep]
+        self.split = table["split"].to_numpy()[keep]
+        self.n_frames = table["n_frames"].to_numpy()[keep].astype(np.int64)
+        self.labels = table.attrs["labels"][keep]
+        self.tags = table.attrs["tags"]
+        self.max_frames = int(self.header["max_frames"])
+        self.widths = [int(self.header[{"mel": "n_mels", "mfcc": "n_mfcc", "chroma": "n_chroma"}[f]])
+                       for f in self.features]
+        self.bins = sum(self.widths)
+        self.offsets = [store.chunk_offsets(self.path, f)[self.rows] for f in self.features]
+        self._mm = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Positions of the clips of one split."""
+        return np.flatnonzero(self.split == split)
+
+    def crop(self, i: int, start: int, length: int) -> np.ndarray:
+        """Frames ``start:start+length`` of clip ``i``, all features stacked: ``(bins, length)`` float32."""
+        if self._mm is None:  # opened per process: a map must not cross a fork
+            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+        out = np.empty((self.bins, length), np.float32)
+        row = 0
+        for width, offsets in zip(self.widths, self.offsets):
+            first = int(offsets[i]) + start * width * 4
+            block = self._mm[first:first + length * width * 4].view(np.float32).reshape(length, width)
+            out[row:row + width] = block.T
+            row += width
+        return out
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_mm"] = None
+        return state
+
+
+def standardizer(ff: FeatureFile, idx: np.ndarray, max_clips: int = 500, seed: int = 0):
+    """Per-bin mean and standard deviation over the valid frames of (up to ``max_clips``) clips."""
+    rng = np.random.default_rng(seed)
+    pick = idx if len(idx) <= max_clips else rng.choice(idx, max_clips, replace=False)
+    total = np.zeros(ff.bins)
+    sq = np.zeros(ff.bins)
+    n = 0
+    for i in pick:
+        x = ff.crop(i, 0, int(ff.n_frames[i])).astype(np.float64)
+        total += x.sum(axis=1)
+        sq += (x ** 2).sum(axis=1)
+        n += x.shape[1]
+    mean = total / n
+    std = np.sqrt(np.maximum(sq / n - mean ** 2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32)
+
+
+class Crops(Dataset):
+    """Crops of ``length`` frames of the clips ``idx``, standardised, with their labels.
+
+    Parameters
+    ----------
+    ff : FeatureFile
+    idx : np.ndarray
+        Clip positions in ``ff``.
+    length : int
+        Crop length in frames.
+    mean, std : np.ndarray [shape=(bins,)]
+        Standardisation applied to every bin.
+    mode : {'random', 'fixed', 'chunks'}
+        ``'random'``: one crop per clip at a random start, drawn anew each time (training).
+        ``'fixed'``: the crop at the middle of each clip (validation).
+        ``'chunks'``: every non-overlapping crop of every clip (testing); ``self.clip_of`` maps
+        each item to its clip's position in ``idx`` so outputs can be averaged per clip.
+    """
+
+    def __init__(self, ff: FeatureFile, idx, length: int, mean, std, mode: str = "random"):
+        short = [i for i in idx if ff.n_frames[i] < length]
+        if short:
+            i = short[0]
+            raise FeedError(f"a crop of {length} frames is longer than {len(short)} clip(s), e.g. "
+                            f"{ff.mp3_path[i]} ({ff.n_frames[i]} frames); use a shorter --seconds "
+                            f"(at most {int(ff.n_frames[idx].min())} frames here)")
+        self.ff, self.idx, self.length, self.mode = ff, np.asarray(idx), length, mode
+        self.mean, self.std = mean[:, None], std[:, None]
+        if mode == "chunks":
+            per_clip = ff.n_frames[self.idx] // length
+            self.clip_of = np.repeat(np.arange(len(self.idx)), per_clip)
+            self.starts = np.concatenate([np.arange(k) * length for k in per_clip])
+        elif mode not in ("random", "fixed"):
+            raise ValueError(f"unknown crop mode {mode!r}")
+
+    def __len__(self) -> int:
+        return len(self.clip_of) if self.mode == "chunks" else len(self.idx)
+
+    def __getitem__(self, k: int):
+        if self.mode == "chunks":
+            i, start = self.idx[self.clip_of[k]], int(self.starts[k])
+        else:
+            i = self.idx[k]
+            room = int(self.ff.n_frames[i]) - self.length
+            # torch's RNG: seeded per DataLoader worker, so crops are reproducible with workers too.
+            start = int(torch.randint(room + 1, ()).item()) if self.mode == "random" else room // 2
+        x = (self.ff.crop(i, start, self.length) - self.mean) / self.std
+        return torch.from_numpy(x), torch.from_numpy(self.ff.labels[i].astype(np.float32))

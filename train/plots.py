@@ -1,0 +1,48 @@
+"""PNG figures of a run: training curves and the sorted per-tag ROC-AUC bar chart."""
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path) -> None:
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def plot_curves(history: list[dict], path, score_keys=("val_roc_auc", "val_pr_auc")) -> None:
+    """Loss (train and validation) and validation scores per epoch, side by side."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(epochs, [h["train_loss"] for h in history], label="train")
+    ax1.plot(epochs, [h["val_loss"] for h in history], label="valid")
+    ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax1.legend()
+    for key in score_keys:
+        ax2.plot(epochs, [h[key] for h in history], marker=".", label=key.removeprefix("val_"))
+    ax2.set(xlabel="epoch", title="Validation")
+    ax2.legend()
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_tag_auc(tags, roc_auc, path, title="Test ROC-AUC per tag") -> None:
+    """Per-tag ROC-AUC as bars sorted from best to worst; undefined tags (NaN) are left out."""
+    roc_auc = np.asarray(roc_auc, dtype=float)
+    keep = ~np.isnan(roc_auc)
+    order = np.argsort(-roc_auc[keep], kind="stable")
+    names = np.asarray(tags)[keep][order]
+    fig, ax = plt.subplots(figsize=(12, 4))
+    ax.bar(np.arange(len(order)), roc_auc[keep][order], color="tab:blue")
+    ax.axhline(0.5, color="gray", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(order)), names, rotation=90, fontsize=8)
+    ax.set(ylabel="ROC-AUC", ylim=(min(0.4, np.nanmin(roc_auc) - 0.02) if keep.any() else 0.4, 1.0), title=title)
+    _save(fig, path)

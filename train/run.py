@@ -1,0 +1,365 @@
+"""Train a tagging CNN or a metric-learning embedding on the features file; evaluate on test.
+
+    python train/run.py [--features cache/features.h5] [--task tagging|metric] [--model NAME]
+                        [--epochs N] [--batch N] [--lr X] [--optimizer sgd|adam] [--device auto|cpu|cuda]
+                        [--seed N] [--out cache/runs/NAME] [--resume]
+
+The loop reads top to bottom: set-up, the data, the model, the optimiser, then per epoch a
+training pass, a validation pass, the learning-rate rule and checkpoints; at the end the best
+checkpoint is run on the test split, whose clip scores, embeddings, metrics and plots are saved.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from eval.auc import tag_auc
+from features.frontend import parse_features
+from eval.recall import recall_at_k
+from train.feed import Crops, FeatureFile, FeedError, standardizer
+from train.metric import BalancedTagBatchSampler, TagTripletSampler, batch_triplet_loss, triplet_loss
+from train.models import MODELS, build_embedding_model, build_model, count_parameters
+from train.plots import plot_curves, plot_tag_auc
+
+#: Inputs each model reads when --inputs is not given (the stronger model uses all it can).
+DEFAULT_INPUTS = {"baseline": "mel", "cnn2d": "mel", "shortres": "mel,mfcc,chroma", "linear": "mel"}
+DEFAULT_MODEL = {"tagging": "shortres", "metric": "shortres"}
+KS = (1, 2, 4, 8)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python train/run.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--features", type=Path, default=Path("cache/features.h5"), help="features file from extraction")
+    p.add_argument("--task", choices=("tagging", "metric"), default="tagging")
+    p.add_argument("--model", choices=tuple(MODELS), default=None,
+                   help=f"network; default {DEFAULT_MODEL['tagging']} ('linear' is for --task metric)")
+    p.add_argument("--inputs", default=None, help="stored features fed to the model, e.g. mel,mfcc; "
+                   f"default per model: {DEFAULT_INPUTS}")
+    p.add_argument("--epochs", type=int, default=40, help="most epochs (the learning-rate rule may stop sooner)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=None, help="learning rate; default 0.01 for sgd, 0.001 for adam")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
+                   help="sgd: Nesterov momentum 0.9 (the course's); adam: AdamW")
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--patience", type=int, default=3, help="epochs without a better validation loss before the lr drops")
+    p.add_argument("--lr-factor", type=float, default=0.2, help="factor of each learning-rate drop")
+    p.add_argument("--stop-lr", type=float, default=None, help="stop once the lr falls below this; default lr/500")
+    p.add_argument("--seconds", type=float, default=3.0, help="crop length (3 s = 188 frames at hop 256)")
+    p.add_argument("--crops-per-clip", type=int, default=4, help="random crops of each training clip per epoch")
+    p.add_argument("--dim", type=int, default=128, help="--task metric: embedding size")
+    p.add_argument("--distance", choices=("cosine", "euclidean"), default="cosine", help="--task metric")
+    p.add_argument("--margin", type=float, default=0.4, help="--task metric: triplet margin")
+    p.add_argument("--mining", choices=("semihard", "hard", "none"), default="semihard",
+                   help="--task metric: in-batch mining over P tags x K clips, or 'none' for the course's "
+                        "sampled triplets")
+    p.add_argument("--sampler", choices=("tag", "overlap"), default="overlap",
+                   help="--task metric with --mining none: the course's tag sampling or the multi-label-aware one")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="run folder; default cache/runs/<task>-<model>")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    a.model = a.model or DEFAULT_MODEL[a.task]
+    if a.model == "linear" and a.task == "tagging":
+        parser.error("--model linear is the metric-learning projection; use it with --task metric")
+    try:  # canonical order (mel first), the order models expect
+        a.inputs = parse_features(a.inputs or DEFAULT_INPUTS[a.model])
+    except ValueError as exc:
+        parser.error(f"--inputs: {exc}")
+    a.lr = a.lr or (0.01 if a.optimizer == "sgd" else 1e-3)
+    a.stop_lr = a.stop_lr or a.lr / 500
+    a.out = a.out or Path("cache/runs") / f"{a.task}-{a.model}"
+    for name in ("epochs", "batch", "crops_per_clip", "dim", "patience"):
+        if getattr(a, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
+    if a.seconds <= 0 or a.lr <= 0 or a.margin < 0 or a.workers < 0:
+        parser.error("--seconds and --lr must be positive, --margin and --workers not negative")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
+    return a
+
+
+def config_of(a) -> dict:
+    """What defines a run: a resumed run or a loaded checkpoint must agree on these."""
+    keys = ("task", "model", "inputs", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay", "seed",
+            "distance", "margin", "mining", "sampler", "crops_per_clip")
+    c = {k: getattr(a, k) for k in keys}
+    c["inputs"] = list(a.inputs)
+    c["features"] = str(a.features)
+    return c
+
+
+def save_atomically(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    try:
+        return train(a)
+    except FeedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def train(a) -> int:
+    # ---------------------------------------------------------------- set-up
+    out = a.out
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if a.device == "auto" else a.device))
+    torch.manual_seed(a.seed)
+    config = config_of(a)
+    ckpt_last, ckpt_best = out / "last.pt", out / "best.pt"
+    resume = None
+    if a.resume:
+        if not ckpt_last.exists():
+            raise FeedError(f"--resume: {ckpt_last} not found; start the run without --resume")
+        resume = torch.load(ckpt_last, map_location="cpu", weights_only=False)
+        diff = [k for k in config if resume["config"].get(k) != config[k]]
+        if diff:
+            raise FeedError(f"--resume: {ckpt_last} was made with other settings ({', '.join(diff)}); "
+                            "use the same arguments, or another --out")
+    elif ckpt_last.exists():
+        raise FeedError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    logf = open(out / "train.log", "a")
+
+    def log(msg: str) -> None:
+        print(msg)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    # ---------------------------------------------------------------- data
+    ff = FeatureFile(a.features, a.inputs)
+    hop, sr = int(ff.header["hop_length"]), int(ff.header["sr"])
+    length = int(round(a.seconds * sr / hop))
+    split = {s: ff.indices(s) for s in ("train", "valid", "test")}
+    for s, idx in split.items():
+        if len(idx) == 0:
+            raise FeedError(f"{a.features}: the {s} split is empty")
+    mean, std = (resume["mean"], resume["std"]) if resume else standardizer(ff, split["train"], seed=a.seed)
+    train_set = Crops(ff, split["train"], length, mean, std, "random")
+    val_set = Crops(ff, split["valid"], length, mean, std, "fixed")
+    test_set = Crops(ff, split["test"], length, mean, std, "chunks")
+    labels_train = ff.labels[split["train"]]
+    loader_kw = dict(num_workers=a.workers, pin_memory=device.type == "cuda", persistent_workers=a.workers > 0)
+
+    def batches(epoch: int):
+        """Index batches of one epoch, a pure function of (seed, epoch) so a resumed run repeats them."""
+        rng = np.random.default_rng([a.seed, epoch])
+        n = len(split["train"]) * a.crops_per_clip
+        if a.task == "tagging":
+            order = np.concatenate([rng.permutation(len(split["train"])) for _ in range(a.crops_per_clip)])
+            out = [order[i:i + a.batch].tolist() for i in range(0, n, a.batch)]
+            if len(out) > 1 and len(out[-1]) < 2:  # BatchNorm cannot train on a batch of one
+                out[-2] += out.pop()
+            return out
+        if a.mining != "none":
+            per_tag = 4
+            return BalancedTagBatchSampler(labels_train, n_tags=max(2, a.batch // per_tag), n_per_tag=per_tag,
+                                           n_batches=max(1, n // a.batch), seed=0).epoch(rng)
+        sampler = TagTripletSampler(labels_train, n_triplets=n, seed=0, overlap=a.sampler == "overlap")
+        # A triplet batch is laid out as [anchors, positives, negatives] so one forward pass serves it.
+        return [t.T.reshape(-1).tolist() for t in sampler.batches(a.batch, rng=rng)]
+
+    # ---------------------------------------------------------------- model and optimiser
+    n_mels = int(ff.header["n_mels"]) if "mel" in a.inputs else 0
+    if a.task == "tagging":
+        model = build_model(a.model, ff.bins, n_mels=n_mels, n_out=len(ff.tags))
+    else:
+        model = build_embedding_model(a.model, ff.bins, dim=a.dim, n_mels=n_mels)
+    model.to(device)
+    if a.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=a.weight_decay)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=a.lr_factor, patience=a.patience)
+    start_epoch, best, history = 1, -math.inf, []
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        sched.load_state_dict(resume["sched"])
+        start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
+        log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
+    json.dump({**config, "features_file": str(a.features), "feature_params": {k: ff.header[k] for k in (
+        "sr", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "n_mfcc", "n_chroma", "top_db")},
+        "frames": length, "tags": list(ff.tags), "n_params": count_parameters(model)},
+        open(out / "config.json", "w"), indent=2)
+    log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
+        f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
+        f"train/valid/test clips, {device}")
+
+    def loss_of(x, y):
+        if a.task == "tagging":
+            return F.binary_cross_entropy_with_logits(model(x), y)
+        emb = model(x)
+        if a.mining != "none":
+            return batch_triplet_loss(emb, y, margin=a.margin, distance=a.distance, mining=a.mining)
+        anc, pos, neg = emb.chunk(3)
+        return triplet_loss(anc, pos, neg, margin=a.margin, distance=a.distance)
+
+    @torch.no_grad()
+    def run_eval(dataset, loss_batches=None):
+        """Sigmoid scores and embeddings per clip (chunk-averaged) and the mean loss."""
+        model.eval()
+        loader = DataLoader(dataset, batch_size=a.batch * 2, shuffle=False, **loader_kw)
+        outs, embs = [], []
+        for x, _ in loader:
+            x = x.to(device, non_blocking=True)
+            if a.task == "tagging":
+                emb = model.embed(x)
+                outs.append(torch.sigmoid(model.head(emb)).cpu())  # forward(x) is head(embed(x))
+            else:
+                emb = model(x)
+            embs.append(emb.float().cpu())
+        emb = torch.cat(embs).numpy()
+        scores = torch.cat(outs).numpy() if outs else None
+        clip_of = dataset.clip_of if dataset.mode == "chunks" else np.arange(len(dataset))
+        per_clip = lambda v: np.stack([v[clip_of == c].mean(axis=0) for c in range(len(dataset.idx))])
+        emb, scores = per_clip(emb), (per_clip(scores) if scores is not None else None)
+        labels = ff.labels[dataset.idx]
+        if a.task == "tagging":
+            eps = 1e-7
+            s = np.clip(scores, eps, 1 - eps)
+            loss = float(-(labels * np.log(s) + (1 - labels) * np.log(1 - s)).mean())
+        else:
+            e = torch.from_numpy(emb)
+            loss = float(batch_triplet_loss(e, torch.from_numpy(labels), margin=a.margin, distance=a.distance,
+                                            mining="semihard"))
+        return scores, emb, labels, loss
+
+    def scores_of(scores, emb, labels) -> dict:
+        res = {}
+        if scores is not None:
+            auc = tag_auc(scores, labels, tag_names=list(ff.tags))
+            res.update(roc_auc=auc["roc_auc_macro"], pr_auc=auc["pr_auc_macro"], per_tag=auc)
+        ks = tuple(k for k in KS if k < len(emb))  # a tiny split cannot rank 8 neighbours
+        if ks:
+            rec = recall_at_k(emb, labels, ks=ks, metric=a.distance if a.task == "metric" else "cosine")
+            res.update({f"recall@{k}": rec["recall"][k] for k in ks})
+        return res
+
+    # ---------------------------------------------------------------- training
+    t_run = time.time()
+    stopped = None
+    for epoch in range(start_epoch, a.epochs + 1):
+        model.train()
+        torch.manual_seed(a.seed * 100_003 + epoch)  # the random crops of this epoch
+        loader = DataLoader(train_set, batch_sampler=batches(epoch), **loader_kw)
+        bar = tqdm(total=len(loader.batch_sampler), desc=f"epoch {epoch}", unit="batch", disable=a.quiet,
+                   dynamic_ncols=True, leave=False)
+        t0, t_wait, seen, total_loss = time.time(), 0.0, 0, 0.0
+        t_ready = time.time()
+        for x, y in loader:
+            t_wait += time.time() - t_ready
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = loss_of(x, y)
+            if not torch.isfinite(loss):
+                stopped = f"loss is {loss.item()} at epoch {epoch}; stopping (the last good checkpoint is {ckpt_last})"
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(x)
+            seen += len(x)
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", clips_s=f"{seen / (time.time() - t0):.0f}")
+            t_ready = time.time()
+        bar.close()
+        if stopped:
+            break
+        train_time = time.time() - t0
+
+        scores, emb, labels, val_loss = run_eval(val_set)
+        val = scores_of(scores, emb, labels)
+        sched.step(val_loss)
+        lr = opt.param_groups[0]["lr"]
+        h = {"epoch": epoch, "train_loss": total_loss / seen, "val_loss": val_loss, "lr": lr,
+             "clips_per_s": seen / train_time, "data_wait": t_wait / train_time,
+             **{f"val_{k}": v for k, v in val.items() if k != "per_tag"}}
+        history.append(h)
+        # The best checkpoint: validation ROC-AUC for tagging, mean Recall@K for metric learning.
+        recalls = [v for k, v in val.items() if k.startswith("recall@")]
+        score = val["roc_auc"] if a.task == "tagging" else (np.mean(recalls) if recalls else -val_loss)
+        improved = score > best
+        if improved:
+            best = score
+            save_atomically({"model": model.state_dict(), "config": config, "mean": mean, "std": std,
+                             "epoch": epoch, "score": score}, ckpt_best)
+        save_atomically({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                         "epoch": epoch, "best": best, "history": history, "config": config,
+                         "mean": mean, "std": std}, ckpt_last)
+        shown = "  ".join(f"{k.removeprefix('val_')} {v:.4f}" for k, v in h.items() if k.startswith("val_"))
+        log(f"epoch {epoch:3d}  train_loss {h['train_loss']:.4f}  {shown}  lr {lr:.1e}  "
+            f"{h['clips_per_s']:.0f} clips/s  data wait {100 * h['data_wait']:.1f}%" + ("  *" if improved else ""))
+        if lr < a.stop_lr:
+            log(f"learning rate {lr:.1e} fell below --stop-lr {a.stop_lr:.1e}: stopping")
+            break
+    if stopped:
+        log(f"error: {stopped}")
+        logf.close()
+        return 1
+    if not ckpt_best.exists():
+        raise FeedError(f"{out}: no epoch finished, so there is no checkpoint to test")
+
+    # ---------------------------------------------------------------- test with the best checkpoint
+    best_ckpt = torch.load(ckpt_best, map_location=device, weights_only=False)
+    model.load_state_dict(best_ckpt["model"])
+    scores, emb, labels, test_loss = run_eval(test_set)
+    test = scores_of(scores, emb, labels)
+    if scores is not None:
+        np.save(out / "predictions.npy", scores.astype(np.float32))
+    np.save(out / "embeddings.npy", emb.astype(np.float32))
+    np.save(out / "labels.npy", labels.astype(np.uint8))
+    np.save(out / "clip_ids.npy", ff.clip_id[split["test"]])
+    json.dump(list(ff.tags), open(out / "tags.json", "w"))
+    per_tag = test.pop("per_tag", None)
+    metrics = {"task": a.task, "model": a.model, "best_epoch": best_ckpt["epoch"], "epochs_run": len(history),
+               "test_loss": test_loss, **{f"test_{k}": v for k, v in test.items()},
+               "valid": {k.removeprefix("val_"): v for k, v in history[best_ckpt["epoch"] - 1].items()
+                         if k.startswith("val_")} if len(history) >= best_ckpt["epoch"] else {},
+               "data_wait_mean": float(np.mean([h["data_wait"] for h in history])),
+               "train_clips_per_s": float(np.mean([h["clips_per_s"] for h in history])),
+               "seconds": time.time() - t_run}
+    if per_tag is not None:
+        metrics["test_per_tag"] = {t: {"roc_auc": float(r), "pr_auc": float(p)} for t, r, p in
+                                   zip(ff.tags, per_tag["roc_auc"], per_tag["pr_auc"])}
+        plot_tag_auc(ff.tags, per_tag["roc_auc"], out / "tag_roc_auc.png")
+    with open(out / "metrics.json.tmp", "w") as fh:
+        json.dump(metrics, fh, indent=2, default=float)
+    os.replace(out / "metrics.json.tmp", out / "metrics.json")
+    plot_curves(history, out / "curves.png", ("val_roc_auc", "val_pr_auc") if a.task == "tagging"
+                else tuple(f"val_recall@{k}" for k in KS))
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
+    log(f"\ntest ({len(split['test'])} clips, best epoch {best_ckpt['epoch']}): {shown}")
+    log(f"run folder {out}: metrics.json, best.pt, predictions/embeddings/labels .npy, curves.png"
+        + (", tag_roc_auc.png" if per_tag is not None else ""))
+    log(f"evaluate again: python eval/recall.py {out / 'embeddings.npy'}"
+        + (f"   python eval/auc.py {out / 'predictions.npy'}" if scores is not None else ""))
+    logf.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

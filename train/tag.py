@@ -1,0 +1,102 @@
+"""Tag a recording with a trained run: any audio file in, the top-k tags with scores out.
+
+    python train/tag.py song.mp3 [more files ...] [--run cache/runs/tagging-shortres] [--top-k 10] [--json]
+
+The audio is decoded and featurised exactly as in extraction (16 kHz mono, the run's feature
+parameters, nnAudio front-end), standardised with the run's training statistics, cut into the
+run's crop length and the sigmoid scores are averaged over the crops, as on the test split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.audio import AudioError, load_audio
+from features.frontend import FeatureParams, FrontEnd
+from train.models import build_model
+
+
+class RunError(ValueError):
+    """A run folder that cannot tag; the message says what to do."""
+
+
+def load_run(run: Path, device="cpu"):
+    """The model of a tagging run, its front-end, standardisation and crop length."""
+    cfg_path, ckpt_path = run / "config.json", run / "best.pt"
+    if not cfg_path.is_file() or not ckpt_path.is_file():
+        raise RunError(f"{run}: not a finished run folder (needs config.json and best.pt); "
+                       "train one with `python train/run.py`")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("task") != "tagging":
+        raise RunError(f"{run} is a {cfg.get('task')!r} run; tagging needs a run of `train/run.py --task tagging`")
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt.get("config", {}).get("model") != cfg["model"]:
+        raise RunError(f"{ckpt_path} holds a {ckpt.get('config', {}).get('model')!r} model but {cfg_path} "
+                       f"says {cfg['model']!r}; the folder mixes two runs")
+    params = FeatureParams.from_dict(cfg["feature_params"])
+    frontend = FrontEnd(cfg["inputs"], params).to(device)
+    model = build_model(cfg["model"], frontend.n_bins(), n_mels=params.n_mels if "mel" in cfg["inputs"] else 0,
+                        n_out=len(cfg["tags"]))
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{ckpt_path} does not fit a {cfg['model']!r} model ({str(exc).splitlines()[0]})") from exc
+    model.to(device).eval()
+    return model, frontend, ckpt["mean"], ckpt["std"], int(cfg["frames"]), cfg["tags"]
+
+
+@torch.no_grad()
+def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.ndarray:
+    """Clip-level sigmoid scores of one audio file: the mean over its non-overlapping crops."""
+    y = load_audio(path, sr=frontend.params.sr)
+    out = frontend(torch.from_numpy(y)[None].to(device))
+    x = torch.cat([out[f][0] for f in frontend.features], dim=1).T.cpu().numpy()  # (bins, T)
+    x = (x - mean[:, None]) / std[:, None]
+    if x.shape[1] < frames:  # shorter than one crop: pad with the training mean (0 once standardised)
+        x = np.pad(x, ((0, 0), (0, frames - x.shape[1])))
+    n = x.shape[1] // frames
+    crops = torch.from_numpy(np.stack([x[:, i * frames:(i + 1) * frames] for i in range(n)])).float()
+    return torch.sigmoid(model(crops.to(device))).mean(dim=0).cpu().numpy()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python train/tag.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("audio", nargs="+", type=Path, help="audio files (MP3, WAV, FLAC...; any rate, mono or stereo)")
+    p.add_argument("--run", type=Path, default=Path("cache/runs/tagging-shortres"), help="a tagging run folder")
+    p.add_argument("--top-k", type=int, default=10, help="tags to print per file")
+    p.add_argument("--json", action="store_true", help="print JSON: {file: {tag: score}} with all tags")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    a = p.parse_args(argv)
+    if a.top_k < 1:
+        p.error(f"--top-k must be at least 1, got {a.top_k}")
+    try:
+        model, frontend, mean, std, frames, tags = load_run(a.run, a.device)
+    except RunError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results, failed = {}, 0
+    for path in a.audio:
+        try:
+            scores = tag_file(path, model, frontend, mean, std, frames, a.device)
+        except AudioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        results[str(path)] = scores
+        if not a.json:
+            print(f"{path}")
+            for t in np.argsort(-scores, kind="stable")[: a.top_k]:
+                print(f"  {scores[t]:.3f}  {tags[t]}")
+    if a.json:
+        print(json.dumps({f: {t: round(float(s), 6) for t, s in zip(tags, sc)} for f, sc in results.items()}, indent=1))
+    return 2 if failed == len(a.audio) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
