@@ -58,6 +58,16 @@ def test_cnn2d_global_pool_is_noop_at_96x188():
         assert torch.equal(model.embed(x), direct)
 
 
+def test_cnn2d_global_max_pool_for_longer_input():
+    model = build_model("cnn2d", N_MELS).eval()
+    x = _x(2, N_MELS, 400)
+    with torch.no_grad():
+        last = model.blocks(x[:, None])
+        assert last.shape[1:] == (64, 1, 2)
+        assert torch.equal(model.embed(x), last.amax(dim=(2, 3)))
+        assert not torch.equal(model.embed(x), last[..., 0].flatten(1))
+
+
 @pytest.mark.parametrize("name", ["baseline", "cnn2d", "shortres", "linear"])
 @pytest.mark.parametrize("t", [188, 250])
 def test_logits_and_embedding_shapes_mel_only(name, t):
