@@ -85,6 +85,8 @@ def parse_args(argv=None):
         a.inputs = parse_features(a.inputs or DEFAULT_INPUTS[a.model])
     except ValueError as exc:
         parser.error(f"--inputs: {exc}")
+    if a.model != "linear" and "mel" not in a.inputs:
+        parser.error(f"--model {a.model} convolves over the mel bands: --inputs must include mel")
     a.lr = a.lr or (0.01 if a.optimizer == "sgd" else 1e-3)
     a.stop_lr = a.stop_lr or a.lr / 500
     a.out = a.out or Path("cache/runs") / f"{a.task}-{a.model}"
@@ -165,21 +167,31 @@ def train(a) -> int:
     labels_train = ff.labels[split["train"]]
     loader_kw = dict(num_workers=a.workers, pin_memory=device.type == "cuda", persistent_workers=a.workers > 0)
 
+    n_items = len(split["train"]) * a.crops_per_clip
+    sampler = None
+    try:
+        if a.task == "metric" and a.mining != "none":
+            per_tag = 4  # clips per tag in a batch: P tags x K=4 clips, as in batch-hard mining
+            counts = labels_train.sum(axis=0)
+            usable = int(((counts >= per_tag) & (counts < len(labels_train))).sum())
+            sampler = BalancedTagBatchSampler(labels_train, n_tags=max(1, min(a.batch // per_tag, usable)),
+                                              n_per_tag=per_tag, n_batches=max(1, n_items // a.batch))
+        elif a.task == "metric":
+            sampler = TagTripletSampler(labels_train, n_triplets=n_items, overlap=a.sampler == "overlap")
+    except ValueError as exc:
+        raise FeedError(f"{a.features}: the train split cannot feed metric learning: {exc}") from exc
+
     def batches(epoch: int):
         """Index batches of one epoch, a pure function of (seed, epoch) so a resumed run repeats them."""
         rng = np.random.default_rng([a.seed, epoch])
-        n = len(split["train"]) * a.crops_per_clip
         if a.task == "tagging":
             order = np.concatenate([rng.permutation(len(split["train"])) for _ in range(a.crops_per_clip)])
-            out = [order[i:i + a.batch].tolist() for i in range(0, n, a.batch)]
+            out = [order[i:i + a.batch].tolist() for i in range(0, n_items, a.batch)]
             if len(out) > 1 and len(out[-1]) < 2:  # BatchNorm cannot train on a batch of one
                 out[-2] += out.pop()
             return out
         if a.mining != "none":
-            per_tag = 4
-            return BalancedTagBatchSampler(labels_train, n_tags=max(2, a.batch // per_tag), n_per_tag=per_tag,
-                                           n_batches=max(1, n // a.batch), seed=0).epoch(rng)
-        sampler = TagTripletSampler(labels_train, n_triplets=n, seed=0, overlap=a.sampler == "overlap")
+            return sampler.epoch(rng)
         # A triplet batch is laid out as [anchors, positives, negatives] so one forward pass serves it.
         return [t.T.reshape(-1).tolist() for t in sampler.batches(a.batch, rng=rng)]
 
