@@ -1,0 +1,179 @@
+"""Per-tag and macro ROC-AUC and PR-AUC (average precision) of tag predictions.
+
+Command line::
+
+    python eval/auc.py PREDICTIONS.npy [--labels LABELS.npy] [--per-tag] [--json]
+
+The numbers equal ``sklearn.metrics.roc_auc_score`` and ``average_precision_score`` with
+``average=None`` (per tag) and ``'macro'``, tied scores included, up to float64 rounding
+(tested to 1e-12). Unlike scikit-learn, which raises, a tag with no positive or no negative clip
+gets NaN for both numbers, is left out of both macro means and is named in a warning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+
+import numpy as np
+
+from eval._auc_kernel import roc_ap
+from eval._checks import (LABELS_FILE, beside, binary_labels, finite_matrix, load_npy,
+                          real_array, tag_names_beside)
+
+
+class UndefinedTagWarning(UserWarning):
+    """Some tags have no positive or no negative clip; their ROC-AUC and PR-AUC are NaN."""
+
+
+def _auc(scores, labels, tag_names, scores_name, labels_name):
+    s = real_array(scores, scores_name)
+    if s.ndim == 1:  # a single tag
+        s = s[:, None]
+        y = real_array(labels, labels_name)
+        if y.ndim == 1:
+            y = y[:, None]
+    else:
+        y = labels
+    s = finite_matrix(s, scores_name, "clips x tags")
+    y = binary_labels(y, labels_name, s.shape, scores_name)
+    n, t = s.shape
+    if tag_names is None:
+        names = [f"tag_{j}" for j in range(t)]
+    else:
+        names = [str(v) for v in tag_names]
+        if len(names) != t:
+            raise ValueError(f"tag_names: {len(names)} names for {t} tags")
+    roc, ap, n_pos = roc_ap(np.asfortranarray(s, dtype=np.float64), np.asfortranarray(y))
+    defined = ~np.isnan(roc)
+    undefined = [names[j] for j in np.flatnonzero(~defined)]
+    if undefined:
+        warnings.warn(f"{len(undefined)} of {t} tags have no positive or no negative clip in "
+                      f"{labels_name}; their ROC-AUC and PR-AUC are NaN and left out of the "
+                      f"macro means: {', '.join(undefined)}", UndefinedTagWarning, stacklevel=3)
+    # np.mean as scikit-learn's macro average does; NaN when no tag is defined.
+    macro_roc = float(np.mean(roc[defined])) if defined.any() else math.nan
+    macro_ap = float(np.mean(ap[defined])) if defined.any() else math.nan
+    return {"roc_auc": roc, "pr_auc": ap, "roc_auc_macro": macro_roc, "pr_auc_macro": macro_ap,
+            "undefined": undefined, "tags": names, "n_positive": n_pos, "n_clips": int(n)}
+
+
+def tag_auc(scores, labels, tag_names=None) -> dict:
+    """Per-tag and macro ROC-AUC and average precision (PR-AUC).
+
+    Parameters
+    ----------
+    scores : np.ndarray [shape=(n, t) or (n,)]
+        Finite scores per clip and tag (e.g. sigmoid outputs); higher means more likely.
+    labels : np.ndarray [shape=(n, t) or (n,)]
+        0/1 or bool ground truth of the same shape.
+    tag_names : sequence of str, optional
+        One name per tag, used in the warning and in ``undefined``; default ``tag_0``, ...
+
+    Returns
+    -------
+    dict
+        ``roc_auc``, ``pr_auc``: float64 arrays ``(t,)``, NaN for undefined tags;
+        ``roc_auc_macro``, ``pr_auc_macro``: means over the defined tags (NaN if none);
+        ``undefined``: names of the tags with no positive or no negative clip;
+        ``tags``: all names; ``n_positive``: int64 ``(t,)``; ``n_clips``.
+
+    Raises
+    ------
+    ValueError
+        Shapes that differ, NaN or infinite scores, labels other than 0/1, empty input,
+        a wrong number of tag names.
+
+    Warns
+    -----
+    UndefinedTagWarning
+        When some tag has no positive or no negative clip.
+
+    Examples
+    --------
+    >>> tag_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))["roc_auc_macro"]
+    0.75
+    """
+    return _auc(scores, labels, tag_names, "scores", "labels")
+
+
+def _fmt(v: float) -> str:
+    return "   NaN" if math.isnan(v) else f"{v:.4f}"
+
+
+def main(argv=None) -> int:
+    """Command-line entry point; returns the exit status (2 on bad input)."""
+    parser = argparse.ArgumentParser(
+        prog="eval/auc.py",
+        description="ROC-AUC and PR-AUC (average precision) per tag and macro-averaged, "
+                    "as scikit-learn computes them. Tags without a positive or without a "
+                    "negative clip are reported and left out of the means.")
+    parser.add_argument("predictions", metavar="PREDICTIONS.npy",
+                        help="N x T scores (the trainer's predictions.npy)")
+    parser.add_argument("--labels", metavar="LABELS.npy",
+                        help=f"0/1 N x T array (default: {LABELS_FILE} beside PREDICTIONS.npy)")
+    parser.add_argument("--per-tag", action="store_true",
+                        help="list every tag instead of the five best and five worst")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    args = parser.parse_args(argv)
+
+    labels_path = args.labels or str(beside(args.predictions, LABELS_FILE))
+    try:
+        s = load_npy(args.predictions)
+        if args.labels is None and not beside(args.predictions, LABELS_FILE).is_file():
+            raise ValueError(f"{args.predictions}: no --labels given and no {LABELS_FILE} "
+                             f"beside it ({labels_path})")
+        y = load_npy(labels_path)
+        n_tags = s.shape[1] if s.ndim == 2 else 1
+        names = tag_names_beside(args.predictions, n_tags) if s.ndim in (1, 2) else None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UndefinedTagWarning)
+            res = _auc(s, y, names, args.predictions, labels_path)
+        if not len(res["undefined"]) < len(res["tags"]):
+            raise ValueError(f"{labels_path}: no tag has both a positive and a negative clip; "
+                             "ROC-AUC and PR-AUC are undefined")
+    except ValueError as exc:
+        parser.error(str(exc))
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+
+    roc, ap, tags, n_pos = res["roc_auc"], res["pr_auc"], res["tags"], res["n_positive"]
+    n_def = len(tags) - len(res["undefined"])
+    if args.json:
+        out = {"predictions": args.predictions, "labels": labels_path, "n_clips": res["n_clips"],
+               "n_tags": len(tags), "n_defined": n_def,
+               "roc_auc_macro": res["roc_auc_macro"], "pr_auc_macro": res["pr_auc_macro"],
+               "undefined": res["undefined"],
+               "per_tag": [{"tag": tags[j], "n_positive": int(n_pos[j]),
+                            "roc_auc": None if math.isnan(roc[j]) else float(roc[j]),
+                            "pr_auc": None if math.isnan(ap[j]) else float(ap[j])}
+                           for j in range(len(tags))]}
+        print(json.dumps(out, indent=2))
+        return 0
+
+    print(f"ROC-AUC / PR-AUC  {args.predictions}  ({res['n_clips']} clips x {len(tags)} tags)")
+    print(f"labels  {labels_path}")
+    print(f"macro ROC-AUC {res['roc_auc_macro']:.4f}   macro PR-AUC {res['pr_auc_macro']:.4f}"
+          f"   over {n_def} of {len(tags)} tags")
+    order = [j for j in np.argsort(-np.nan_to_num(roc, nan=-1.0), kind="stable")
+             if not math.isnan(roc[j])]
+    if args.per_tag or len(order) <= 10:
+        shown = [("", list(range(len(tags))))]
+    else:
+        shown = [("best 5 by ROC-AUC", order[:5]), ("worst 5 by ROC-AUC", order[-5:])]
+    width = max(len(t) for t in tags)
+    for title, idx in shown:
+        if title:
+            print(title)
+        print(f"  {'tag':<{width}}  ROC-AUC  PR-AUC  positives")
+        for j in idx:
+            print(f"  {tags[j]:<{width}}  {_fmt(roc[j]):>7}  {_fmt(ap[j]):>6}  {n_pos[j]:>9}")
+    if not args.per_tag and len(order) > 10:
+        print("(--per-tag lists all tags, --json everything)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
