@@ -25,7 +25,7 @@ def plot_curves(history: list[dict], path, score_keys=("val_roc_auc", "val_pr_au
     ax1.plot(epochs, [h["val_loss"] for h in history], label="valid")
     ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
     ax1.legend()
-    for key in score_keys:
+    for key in (k for k in score_keys if k in history[0]):  # a tiny split may lack Recall@8
         ax2.plot(epochs, [h[key] for h in history], marker=".", label=key.removeprefix("val_"))
     ax2.set(xlabel="epoch", title="Validation")
     ax2.legend()

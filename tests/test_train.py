@@ -1,0 +1,216 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline import extract
+from tests.conftest import MSD_MP3, MTAT_MP3, make_corpus
+from train import run, tag
+from train.feed import Crops, FeatureFile, FeedError, standardizer
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--epochs", "2", "--crops-per-clip", "1", "--batch", "8", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def feats(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_corpus(root / "corpus", per_folder=4)
+    out = root / "f.h5"
+    assert extract.main(["--data", str(root / "corpus"), "--out", str(out), "--workers", "0", "--quiet",
+                         "--features", "mel,mfcc,chroma"]) == 0
+    return out
+
+
+def test_memmap_crops_equal_h5py(feats):
+    ff = FeatureFile(feats, ("mel", "chroma"))
+    with h5py.File(feats, "r") as f:
+        for i in (0, 5, len(ff) - 1):
+            row = ff.rows[i]
+            ref = np.concatenate([f["mel"][row, 7:107], f["chroma"][row, 7:107]], axis=1).T
+            np.testing.assert_array_equal(ff.crop(i, 7, 100), ref)
+    assert ff.bins == 96 + 12 and set(ff.split) == {"train", "valid", "test"}
+
+
+def test_crop_modes(feats):
+    ff = FeatureFile(feats, ("mel",))
+    idx = ff.indices("train")
+    mean, std = standardizer(ff, idx)
+    assert mean.shape == (96,) and (std > 0).all()
+    length = 100
+    fixed = Crops(ff, idx, length, mean, std, "fixed")
+    i = idx[0]
+    mid = (ff.n_frames[i] - length) // 2
+    np.testing.assert_allclose(fixed[0][0].numpy(), (ff.crop(i, mid, length) - mean[:, None]) / std[:, None])
+    np.testing.assert_array_equal(fixed[0][1].numpy(), ff.labels[i])
+    rand = Crops(ff, idx, length, mean, std, "random")
+    torch.manual_seed(1)
+    a = [rand[k][0] for k in range(len(idx))]
+    torch.manual_seed(1)
+    b = [rand[k][0] for k in range(len(idx))]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # reproducible from torch's seed
+    assert not all(torch.equal(rand[0][0], rand[0][0]) for _ in range(5))  # but random
+    chunks = Crops(ff, idx, length, mean, std, "chunks")
+    assert len(chunks) == int((ff.n_frames[idx] // length).sum())
+    assert np.array_equal(np.bincount(chunks.clip_of), ff.n_frames[idx] // length)
+    k = int(np.flatnonzero(chunks.clip_of == 2)[1])  # second crop of the third clip
+    np.testing.assert_allclose(chunks[k][0].numpy(),
+                               (ff.crop(idx[2], length, length) - mean[:, None]) / std[:, None])
+
+
+def test_workers_read_the_memmap(feats):
+    ff = FeatureFile(feats, ("mel",))
+    idx = ff.indices("train")
+    mean, std = standardizer(ff, idx)
+    ds = Crops(ff, idx, 100, mean, std, "fixed")
+    ff.crop(0, 0, 10)  # the parent has mapped the file already; workers must map their own
+    got = torch.cat([x for x, _ in DataLoader(ds, batch_size=4, num_workers=2)])
+    ref = torch.stack([ds[k][0] for k in range(len(ds))])
+    assert torch.equal(got, ref)
+
+
+def test_crop_longer_than_clip(feats):
+    ff = FeatureFile(feats, ("mel",))
+    with pytest.raises(FeedError, match=r"a crop of 1000 frames is longer than .* clip\(s\)"):
+        Crops(ff, ff.indices("train"), 1000, np.zeros(96, np.float32), np.ones(96, np.float32))
+
+
+def test_training_lowers_the_loss_and_writes_the_run(feats, tmp_path):
+    out = tmp_path / "run"
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(out), "--epochs", "4",
+                     "--crops-per-clip", "2", "--batch", "8", "--quiet"]) == 0
+    hist = torch.load(out / "last.pt", weights_only=False)["history"]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"] < 0.75
+    for name in ("config.json", "metrics.json", "best.pt", "train.log", "predictions.npy", "embeddings.npy",
+                 "labels.npy", "clip_ids.npy", "tags.json", "curves.png", "tag_roc_auc.png"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    pred, labels = np.load(out / "predictions.npy"), np.load(out / "labels.npy")
+    assert pred.shape == labels.shape == (len(np.load(out / "clip_ids.npy")), 50)
+    assert ((pred > 0) & (pred < 1)).all() and 0 <= m["test_roc_auc"] <= 1 and 0 <= m["data_wait_mean"] < 1
+    assert len(m["test_per_tag"]) == 50 and "test_recall@1" in m
+    res = subprocess.run([sys.executable, "eval/recall.py", str(out / "embeddings.npy"), "--k", "1,2"], cwd=REPO,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_resume_equals_uninterrupted(feats, tmp_path):
+    base = ["--features", str(feats), "--model", "baseline", *FAST]
+    assert run.main([*base, "--out", str(tmp_path / "full"), "--epochs", "3"]) == 0
+    assert run.main([*base, "--out", str(tmp_path / "cut"), "--epochs", "2"]) == 0
+    assert run.main([*base, "--out", str(tmp_path / "cut"), "--epochs", "3", "--resume"]) == 0
+    full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    cut = torch.load(tmp_path / "cut" / "last.pt", weights_only=False)
+    assert [h["epoch"] for h in cut["history"]] == [1, 2, 3]
+    for a, b in zip(full["history"], cut["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-6)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+    for k in full["model"]:
+        torch.testing.assert_close(full["model"][k], cut["model"][k])
+
+
+def test_metric_learning_runs(feats, tmp_path):
+    for model, mining in (("linear", "none"), ("cnn2d", "semihard")):
+        out = tmp_path / model
+        assert run.main(["--features", str(feats), "--task", "metric", "--model", model, "--mining", mining,
+                         "--out", str(out), *FAST]) == 0
+        m = json.loads((out / "metrics.json").read_text())
+        assert 0 <= m["test_recall@1"] <= m["test_recall@2"] <= 1
+        assert np.load(out / "embeddings.npy").shape[1] == 128 and not (out / "predictions.npy").exists()
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    real = run.F.binary_cross_entropy_with_logits
+    calls = {"n": 0}
+
+    def nan_later(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] > 3 else loss
+
+    monkeypatch.setattr(run.F, "binary_cross_entropy_with_logits", nan_later)
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), "--epochs", "3",
+                     "--crops-per-clip", "1", "--batch", "8", "--quiet"]) == 1
+    assert "loss is nan at epoch 2" in capsys.readouterr().out
+    last = torch.load(out / "last.pt", weights_only=False)
+    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "linear"], "use it with --task metric"),
+    (["--inputs", "mel,pitch"], "--inputs: unknown feature"),
+    (["--epochs", "0"], "--epochs must be at least 1"),
+])
+def test_bad_arguments_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run.main(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_bad_inputs_exit_2(feats, tmp_path, capsys):
+    def fails(argv, message):
+        assert run.main(argv) == 2
+        assert message in capsys.readouterr().err
+
+    fails(["--features", str(tmp_path / "none.h5")], "features file not found")
+    (tmp_path / "text.h5").write_text("hello")
+    fails(["--features", str(tmp_path / "text.h5")], "not a readable HDF5 file")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    fails(["--features", str(tmp_path / "other.h5")], "not a features file written by pipeline/extract.py")
+    mel_only = tmp_path / "mel.h5"
+    assert extract.main(["--data", str(Path(h5py.File(feats, "r").attrs["source"])), "--out", str(mel_only),
+                         "--features", "mel", "--workers", "0", "--quiet"]) == 0
+    fails(["--features", str(mel_only), "--model", "shortres", "--out", str(tmp_path / "r")],
+          "holds mel but not mfcc, chroma; re-extract with")
+    fails(["--features", str(feats), "--model", "cnn2d", "--seconds", "30", "--out", str(tmp_path / "r2")],
+          "is longer than")
+    fails(["--features", str(feats), "--resume", "--out", str(tmp_path / "r3")], "last.pt not found")
+
+
+def test_resume_with_other_settings_exit_2(feats, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), *FAST]) == 0
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), *FAST]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(out), *FAST, "--resume"]) == 2
+    assert "other settings (model" in capsys.readouterr().err
+
+
+def test_tag_command_on_real_fixtures(feats, tmp_path, fixtures_dir, capsys):
+    out = tmp_path / "run"
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(out), *FAST]) == 0
+    capsys.readouterr()
+    assert tag.main([str(MTAT_MP3), str(MSD_MP3), "--run", str(out), "--top-k", "3"]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0] == str(MTAT_MP3) and len(text) == 8  # two files, three tags each
+    assert tag.main([str(MSD_MP3), "--run", str(out), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)[str(MSD_MP3)]
+    assert len(scores) == 50 and all(0 < s < 1 for s in scores.values())
+    # Same numbers as the run's own front-end path: a stereo 22 kHz file goes through decoding as in extraction.
+    model, fe, mean, std, frames, tags = tag.load_run(out)
+    np.testing.assert_allclose([scores[t] for t in tags], tag.tag_file(MSD_MP3, model, fe, mean, std, frames),
+                               atol=1e-6)
+
+
+def test_tag_command_bad_inputs(feats, tmp_path, capsys, fixtures_dir):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(a), *FAST]) == 0
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(b), *FAST]) == 0
+    capsys.readouterr()
+    assert tag.main([str(MTAT_MP3), "--run", str(tmp_path / "nope")]) == 2
+    assert "not a finished run folder" in capsys.readouterr().err
+    ckpt = torch.load(b / "best.pt", weights_only=False)
+    ckpt["config"]["model"] = "cnn2d"  # a baseline checkpoint dropped into the cnn2d run
+    torch.save(ckpt, a / "best.pt")
+    assert tag.main([str(MTAT_MP3), "--run", str(a)]) == 2
+    assert "does not fit a 'cnn2d' model" in capsys.readouterr().err
+    assert tag.main([str(tmp_path / "missing.mp3"), "--run", str(b)]) == 2
+    assert "missing.mp3: file not found" in capsys.readouterr().err
