@@ -145,13 +145,18 @@ def load_npy(path: str | os.PathLike, name: str | None = None) -> np.ndarray:
     if p.stat().st_size == 0:
         raise ValueError(f"{name}: empty file")
     try:
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    if magic.startswith(b"PK"):
+        raise ValueError(f"{name}: is an .npz (zip) archive, expected a single .npy array")
+    if magic != b"\x93NUMPY":
+        raise ValueError(f"{name}: not a .npy file (no NumPy header)")
+    try:
         arr = np.load(p, allow_pickle=False)
     except (OSError, EOFError, ValueError) as exc:
         raise ValueError(f"{name}: cannot read as a .npy array ({exc})") from None
-    if not isinstance(arr, np.ndarray):
-        if hasattr(arr, "close"):
-            arr.close()
-        raise ValueError(f"{name}: is an .npz archive, expected a single .npy array")
     return arr
 
 
