@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", choices=("tag", "overlap"), default="overlap",
                    help="--task metric with --mining none: the course's tag sampling or the multi-label-aware one")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="training steps in bfloat16 autocast (weights stay fp32; evaluation is always fp32); "
+                        "auto: bf16 where the device supports it")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="run folder; default cache/runs/<task>-<model>")
@@ -103,12 +106,19 @@ def parse_args(argv=None):
 
 def config_of(a) -> dict:
     """What defines a run: a resumed run or a loaded checkpoint must agree on these."""
-    keys = ("task", "model", "inputs", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay", "seed",
+    keys = ("task", "model", "inputs", "precision", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay", "seed",
             "distance", "margin", "mining", "sampler", "crops_per_clip")
     c = {k: getattr(a, k) for k in keys}
     c["inputs"] = list(a.inputs)
     c["features"] = str(a.features)
     return c
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 autocast runs natively (CUDA with bf16, or a CPU with AVX-512 BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def save_atomically(obj, path: Path) -> None:
@@ -202,7 +212,9 @@ def train(a) -> int:
         model = build_model(a.model, ff.bins, n_mels=n_mels, n_out=len(ff.tags))
     else:
         model = build_embedding_model(a.model, ff.bins, dim=a.dim, n_mels=n_mels)
-    model.to(device)
+    # channels-last convolutions and bf16 autocast: about 2-3x faster CPU steps where oneDNN has bf16.
+    model.to(device, memory_format=torch.channels_last)
+    bf16 = a.precision == "bf16" or (a.precision == "auto" and bf16_supported(device))
     if a.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=a.weight_decay)
     else:
@@ -221,12 +233,15 @@ def train(a) -> int:
         open(out / "config.json", "w"), indent=2)
     log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
         f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
-        f"train/valid/test clips, {device}")
+        f"train/valid/test clips, {device}{' bf16' if bf16 else ''}")
 
     def loss_of(x, y):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        out = out.float()  # losses in fp32
         if a.task == "tagging":
-            return F.binary_cross_entropy_with_logits(model(x), y)
-        emb = model(x)
+            return F.binary_cross_entropy_with_logits(out, y)
+        emb = out
         if a.mining != "none":
             return batch_triplet_loss(emb, y, margin=a.margin, distance=a.distance, mining=a.mining)
         anc, pos, neg = emb.chunk(3)
