@@ -67,8 +67,8 @@ loud, quiet, soft                       target RMS (quiet -36..-28, medium -26..
                                         velocity (brightness), compression; quiet clips swell and fade
 vocal, vocals, voice, singing           formant synthesis: glottal source (harmonics ~ k^-1.2..k^-1.7, jitter,
                                         aspiration), vowel formants F1-F4 per syllable, consonant noise bursts
-male, man, male vocal, male voice       sung f0 ~ 100-250 Hz (centre ~ 140), male formants
-female, woman, female vocal/voice       sung f0 ~ 200-520 Hz (centre ~ 290), female formants (x 1.17)
+male, man, male vocal, male voice       sung f0 ~ 100-230 Hz (median ~ 150), male formants
+female, woman, female vocal/voice       sung f0 ~ 200-470 Hz (median ~ 300), female formants (x 1.17)
 opera                                   strong 5.5-6.5 Hz vibrato (+-60-100 cents), singer's formant ~ 3 kHz
 choir, choral                           SATB: four voice-led parts, each a detuned ensemble, male + female
                                         formants, long vowels; chant = male unison
@@ -1502,11 +1502,15 @@ def _distorted_guitar(ctx: _Ctx, role: str) -> np.ndarray:
     y = _pluck_notes(ctx, notes, "dg", 16384, bend=bend, **open_kw)
     if muted:
         y += 0.9 * _pluck_notes(ctx, muted, "pm", 4096, t60=0.15, bright=1500.0, pos=0.15, hf=1200.0)
+    # amp chain: tighten the lows and push the mids into the clipper, clip asymmetrically (odd and even
+    # harmonics), then a 4x12 cabinet: presence peak near 2.5 kHz, steep roll-off above 4-5.5 kHz
+    y = sps.sosfilt(np.vstack([_butter("highpass", 250.0), _sos_peaks(((800.0, 0.8, 9.0),))]), y)
     y = y / (np.abs(y).max() + 1e-9)
     drive = rng.uniform(8, 25)
-    y = np.tanh(drive * y + 0.2) - np.tanh(0.2)  # asymmetric clipping: odd and even harmonics
-    y = sps.sosfilt(_butter("lowpass", rng.uniform(3500, 5000), 4), sps.sosfilt(_butter("highpass", 90.0), y))
-    return y
+    y = np.tanh(drive * y + 0.2) - np.tanh(0.2)
+    cab = np.vstack([_butter("highpass", 90.0), _sos_peaks(((rng.uniform(2000, 3000), 1.2, 5.0),)),
+                     _butter("lowpass", float(round(rng.uniform(4000, 5500), -2)), 4)])
+    return sps.sosfilt(cab, y)
 
 
 def _bass(ctx: _Ctx, role: str) -> np.ndarray:
@@ -2120,13 +2124,15 @@ def _voice(ctx: _Ctx, kind: str) -> np.ndarray:
         return 0.8 * _voice(ctx, "male") + 0.8 * _voice(ctx, "female")
     female = kind in ("female", "opera_female")
     opera = kind.startswith("opera")
-    lo, hi = {"male": (45, 60), "female": (57, 72), "opera_male": (50, 67), "opera_female": (64, 81),
-              "growl": (40, 52), "weird": (45, 80)}[kind]
+    lo, hi = {"male": (43, 58), "female": (55, 70), "opera_male": (50, 67), "opera_female": (64, 81),
+              "growl": (40, 52), "weird": (45, 80)}[kind]  # sung f0: male ~100-230 Hz, female ~200-470 Hz
     if opera:
         durs, w = (0.5, 1.0, 2.0, 3.0), (0.2, 0.35, 0.3, 0.15)
     else:
         durs, w = _durs(ctx)
     notes = _melody(ctx, lo, hi, durs, w, rest=0.06, phrase=(4, 9), breath=(1.0, 2.5), leap=0.25 if opera else 0.12)
+    if not notes:  # a very short clip can fall into a breath
+        return np.zeros(ctx.n)
     vib = (rng.uniform(5.5, 6.5), rng.uniform(60, 100), 0.05) if opera else (rng.uniform(4.5, 5.8), rng.uniform(10, 30), 0.35)
     src, env, phase = _sustained(ctx, notes, _glottal(rng.uniform(1.1, 1.4) if opera else rng.uniform(1.2, 1.7)),
                                  attack=0.04, release=0.08, vib_rate=vib[0], vib_depth=vib[1], vib_delay=vib[2],
