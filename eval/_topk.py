@@ -11,6 +11,12 @@ thread count, block or chunk size; ties in the reference score go to the lower i
 A query whose candidates do not fit in its buffer (more than ``cap // 2`` clips within the
 margin, e.g. many duplicate embeddings) is flagged and solved by :func:`exact_topk`, a plain
 O(N D) scan of the reference score.
+
+:func:`scan_chunk` and :func:`rerank` are serial and release the GIL: the caller runs one
+worker thread per core, each doing its own BLAS product (on one BLAS thread) and selection, so
+the numba selection runs in parallel over blocks of queries. (A ``prange`` selection between
+multi-threaded BLAS calls was about three times slower on a 2-core machine, the idle BLAS
+threads spinning against it.) The other kernels are ``prange``-parallel.
 """
 from __future__ import annotations
 
