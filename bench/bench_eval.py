@@ -7,7 +7,7 @@ Measured, in this order:
 * AUC: ``eval.auc.tag_auc`` against ``sklearn.metrics.roc_auc_score`` plus
   ``average_precision_score`` (``average=None``) on N clips x 50 tags, same process, best of
   several runs each, and the largest difference between the two;
-* Recall@K (K = 1, 2, 4, 8, cosine) on N x 128 float32 embeddings, each method in a fresh
+* Recall@K (K = 1, 2, 4, 8, cosine; ours also Euclidean) on N x 128 float32 embeddings, each method in a fresh
   process so its peak resident memory (``ru_maxrss``) is its own:
   naive (the full N x N similarity matrix, ``np.argsort`` of each row), the floor (the bare
   product ``X @ X.T`` of the unit rows, nothing else), the same products in blocks of 1,024
@@ -132,9 +132,10 @@ def _status_mib(field: str) -> float:
 
 def child(method: str, n: int, repeat: int) -> dict:
     x, y = make_embeddings(n)
-    if method == "ours":
+    metric = "euclidean" if method == "ours_euclidean" else "cosine"
+    if method.startswith("ours"):
         from eval.recall import recall_at_k
-        recall_at_k(x[:500], y[:500])  # numba cache load, outside the timing
+        recall_at_k(x[:500], y[:500], metric=metric)  # numba cache load, outside the timing
     try:  # reset the peak to the current size, so the peak is the method's (Linux >= 4.0)
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")
@@ -153,7 +154,7 @@ def child(method: str, n: int, repeat: int) -> dict:
         elif method == "floor_blocked":
             _floor_blocked(x)
         else:
-            result = recall_at_k(x, y, ks=KS)["recall"]
+            result = recall_at_k(x, y, ks=KS, metric=metric)["recall"]
         times.append(time.perf_counter() - t)
     peak = _status_mib("VmHWM")
     return {"method": method, "n": n, "times_s": times, "best_s": min(times),
@@ -224,7 +225,8 @@ def main(argv=None) -> int:
           f"{auc['max_abs_diff']:.1e}", flush=True)
 
     rec = {m: run_child(m, args.n, r)
-           for m, r in [("naive", 1), ("floor", 3), ("floor_blocked", 3), ("ours", 3)]}
+           for m, r in [("naive", 1), ("floor", 3), ("floor_blocked", 3), ("ours", 3),
+                        ("ours_euclidean", 3)]}
     report["recall"] = rec
     naive, floor, ours = rec["naive"], rec["floor"], rec["ours"]
     report["recall_ratios"] = ratios = {
@@ -235,6 +237,7 @@ def main(argv=None) -> int:
         "time_over_floor_blocked": ours["best_s"] / rec["floor_blocked"]["best_s"],
         "max_recall_diff_vs_naive": max(abs(naive["recall"][k] - ours["recall"][k])
                                         for k in ours["recall"]),
+        "euclidean_over_floor": rec["ours_euclidean"]["best_s"] / floor["best_s"],
     }
     for m in rec:
         r = rec[m]

@@ -27,7 +27,8 @@ def run_dir(tmp_path):
     y[:, 7] = 0
     y[:5] = 0  # clips without a tag
     centres = rng.standard_normal((10, 16))
-    np.save(tmp_path / "embeddings.npy", (centres[lab] + rng.standard_normal((n, 16))).astype(np.float32))
+    x = (centres[lab] + rng.standard_normal((n, 16))).astype(np.float32)
+    np.save(tmp_path / "embeddings.npy", x)
     np.save(tmp_path / "predictions.npy", (0.3 * y + 0.7 * rng.random((n, 50))).astype(np.float32))
     np.save(tmp_path / "labels.npy", y)
     np.save(tmp_path / "clip_ids.npy", np.arange(n, dtype=np.int64))

@@ -187,12 +187,12 @@ def test_no_query_with_a_tag_gives_nan_and_warns():
     (np.eye(4), np.ones(4), {}, r"labels: expected a 2-D array"),
     (np.ones(4), np.ones((4, 2)), {}, r"embeddings: expected a 2-D array"),
     (np.zeros((0, 3)), np.ones((0, 2)), {}, r"embeddings: empty array"),
-    (np.array([[1.0, np.nan]] * 3), np.ones((3, 1)), {"ks": (1,)}, r"embeddings: 3 non-finite"),
-    (np.array([[1.0, -np.inf]] * 3), np.ones((3, 1)), {"ks": (1,)}, r"non-finite values \(0 NaN\)"),
-    (np.eye(3), np.array([[0, 1], [2, 0], [1, 1]]), {"ks": (1,)}, r"labels must be 0 or 1; found 2"),
+    (np.array([[1.0, np.nan]] * 3), np.ones((3, 1)), {"ks": 1}, r"embeddings: 3 non-finite"),
+    (np.array([[1.0, -np.inf]] * 3), np.ones((3, 1)), {"ks": 1}, r"non-finite values \(0 NaN\)"),
+    (np.eye(3), np.array([[0, 1], [2, 0], [1, 1]]), {"ks": 1}, r"labels must be 0 or 1; found 2"),
     (np.eye(3), np.ones((3, 1)), {"ks": (1,), "metric": "manhattan"}, r"metric: expected one of"),
     (np.eye(3) * 1e200, np.ones((3, 1)), {"ks": (1,)}, r"larger than 1e\+150"),
-    (np.eye(3) * 1e-200, np.ones((3, 1)), {"ks": (1,)}, r"row 0 is not zero but has a norm below 1e-150"),
+    (np.eye(3) * 1e-200, np.ones((3, 1)), {"ks": 1}, r"row 0 is not zero but has a norm below"),
     (np.eye(3), np.ones((3, 1)), {"ks": (1,), "block_size": 0}, r"block_size: expected a positive"),
 ])
 def test_bad_input_raises_value_error(x, y, kwargs, match):
