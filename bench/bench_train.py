@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         kw = dict(batch_size=a.batch, shuffle=True, drop_last=True, num_workers=a.workers)
         mean, std = standardizer(ff, idx)
         course_loader = DataLoader(WaveCrops(paths, labels), **kw)
-        ours_loader = DataLoader(Crops(ff, idx, FRAMES, mean, std), **kw)
+        ours_loader = DataLoader(Crops(ff, idx, FRAMES, mean, std), collate_fn=Crops.collate, **kw)
         rows = {}  # name -> (clips/s, data wait)
         for bf16 in ((False, True) if bf16_supported(device) else (False,)):
             tag = " (bf16, channels-last)" if bf16 else " (fp32)"

@@ -70,7 +70,7 @@ def test_workers_read_the_memmap(feats):
     mean, std = standardizer(ff, idx)
     ds = Crops(ff, idx, 100, mean, std, "fixed")
     ff.crop(0, 0, 10)  # the parent has mapped the file already; workers must map their own
-    got = torch.cat([x for x, _ in DataLoader(ds, batch_size=4, num_workers=2)])
+    got = torch.cat([x for x, _ in DataLoader(ds, batch_size=4, num_workers=2, collate_fn=Crops.collate)])
     ref = torch.stack([ds[k][0] for k in range(len(ds))])
     assert torch.equal(got, ref)
 

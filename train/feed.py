@@ -148,13 +148,34 @@ class Crops(Dataset):
     def __len__(self) -> int:
         return len(self.clip_of) if self.mode == "chunks" else len(self.idx)
 
-    def __getitem__(self, k: int):
+    def _where(self, ks) -> tuple[np.ndarray, np.ndarray]:
+        """Clip positions and crop starts of items ``ks``."""
+        ks = np.asarray(ks)
         if self.mode == "chunks":
-            i, start = self.idx[self.clip_of[k]], int(self.starts[k])
-        else:
-            i = self.idx[k]
-            room = int(self.ff.n_frames[i]) - self.length
-            # torch's RNG: seeded per DataLoader worker, so crops are reproducible with workers too.
-            start = int(torch.randint(room + 1, ()).item()) if self.mode == "random" else room // 2
-        x = (self.ff.crop(i, start, self.length) - self.mean) / self.std
-        return torch.from_numpy(x), torch.from_numpy(self.ff.labels[i].astype(np.float32))
+            return self.idx[self.clip_of[ks]], self.starts[ks]
+        clips = self.idx[ks]
+        room = self.ff.n_frames[clips] - self.length
+        if self.mode == "fixed":
+            return clips, room // 2
+        # torch's RNG: seeded per DataLoader worker, so crops are reproducible with workers too.
+        return clips, (torch.rand(len(ks), dtype=torch.float64).numpy() * (room + 1)).astype(np.int64)
+
+    def __getitem__(self, k: int):
+        x, y = self.__getitems__([k])
+        return x[0], y[0]
+
+    def __getitems__(self, ks):
+        """A whole batch at once (DataLoader calls this): ``(B, bins, length)`` crops, ``(B, tags)`` labels.
+
+        Batched so that per-item Python overhead does not make a small model wait for data.
+        """
+        clips, starts = self._where(ks)
+        x = np.stack([self.ff.crop(i, int(t), self.length) for i, t in zip(clips, starts)])
+        x -= self.mean
+        x /= self.std
+        return torch.from_numpy(x), torch.from_numpy(self.ff.labels[clips].astype(np.float32))
+
+    @staticmethod
+    def collate(batch):
+        """``collate_fn`` for DataLoaders over ``Crops``: batches arrive already stacked."""
+        return batch

@@ -176,7 +176,7 @@ def train(a) -> int:
     val_set = Crops(ff, split["valid"], length, mean, std, "fixed")
     test_set = Crops(ff, split["test"], length, mean, std, "chunks")
     labels_train = ff.labels[split["train"]]
-    loader_kw = dict(num_workers=a.workers, pin_memory=device.type == "cuda", persistent_workers=a.workers > 0)
+    loader_kw = dict(num_workers=a.workers, pin_memory=device.type == "cuda", collate_fn=Crops.collate)
 
     n_items = len(split["train"]) * a.crops_per_clip
     sampler = None
