@@ -18,8 +18,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+RUNS := cache/runs
+
+# A finished run is kept, a killed one resumed: `make demo` can be re-run at any point.
+define train
+	@if [ -f $(RUNS)/$(1)/metrics.json ]; then echo "$(RUNS)/$(1): done already"; \
+	elif [ -f $(RUNS)/$(1)/last.pt ]; then $(BIN)/python train/run.py $(2) --out $(RUNS)/$(1) --resume; \
+	else $(BIN)/python train/run.py $(2) --out $(RUNS)/$(1); fi
+endef
+
 demo: $(STAMP)
 	$(BIN)/python pipeline/extract.py --features mel,mfcc,chroma
+	$(call train,tagging-baseline,--model baseline)
+	$(call train,tagging-cnn2d,--model cnn2d)
+	$(call train,tagging-shortres,)
+	$(call train,metric-shortres,--task metric)
+	$(BIN)/python eval/auc.py $(RUNS)/tagging-shortres/predictions.npy
+	$(BIN)/python eval/recall.py $(RUNS)/metric-shortres/embeddings.npy
+	$(BIN)/python train/report.py $(RUNS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
