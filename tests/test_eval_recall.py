@@ -214,3 +214,19 @@ def test_fast_path_equals_plain_exact_scan_on_larger_sets(kind, metric):
     plain = _topk.exact_topk(x64, _topk.row_norms(x64), recall_mod.METRICS[metric],
                              np.arange(1500, dtype=np.int64), 8)
     np.testing.assert_array_equal(res["neighbours"], plain)
+
+
+def test_blas_thread_setting_is_restored():
+    from eval import _blas
+    controls = _blas._openblas_controls()
+    if not controls:
+        pytest.skip("no OpenBLAS in this process: the limit is a no-op")
+    before = [get() for get, _ in controls]
+    with _blas.single_threaded_blas() as found:
+        assert found and [get() for get, _ in controls] == [1] * len(controls)
+        with _blas.single_threaded_blas():  # nested: still one thread, restored only once
+            pass
+        assert [get() for get, _ in controls] == [1] * len(controls)
+    assert [get() for get, _ in controls] == before
+    recall_at_k(np.eye(5), np.ones((5, 1)), ks=(1,))
+    assert [get() for get, _ in controls] == before
