@@ -6,8 +6,9 @@ Command line::
 
 The numbers equal ``sklearn.metrics.roc_auc_score`` and ``average_precision_score`` with
 ``average=None`` (per tag) and ``'macro'``, tied scores included, up to float64 rounding
-(tested to 1e-12). Unlike scikit-learn, which raises, a tag with no positive or no negative clip
-gets NaN for both numbers, is left out of both macro means and is named in a warning.
+(tested to 1e-12). A tag with no positive or no negative clip gets NaN for both numbers, is
+left out of both macro means and is named in a warning. (scikit-learn raises for such a tag in
+a macro average; 1.9 alone returns NaN for its ROC-AUC but 0 or 1 for its average precision.)
 """
 from __future__ import annotations
 

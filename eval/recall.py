@@ -19,8 +19,8 @@ Both are computed in float64, summing over dimensions in order. Two clips are ti
 float64 values are equal (duplicate rows always are); ties go to the lower index. The search
 finds exactly these neighbours: float32 BLAS products over blocks of queries propose
 candidates within a proven rounding margin, and the candidates are ranked by the float64 score
-(see :mod:`eval._topk`). Memory beyond the embeddings is about ``block_size x chunk_size``
-float32 values plus two copies of the embeddings (float64 and float32), never N x N.
+(see :mod:`eval._topk`). Memory beyond the embeddings is ``block_size x chunk_size`` float32
+scores per worker thread plus two copies of the embeddings (float64 and float32), never N x N.
 """
 from __future__ import annotations
 
