@@ -7,8 +7,9 @@ Command line::
 The numbers equal ``sklearn.metrics.roc_auc_score`` and ``average_precision_score`` with
 ``average=None`` (per tag) and ``'macro'``, tied scores included, up to float64 rounding
 (tested to 1e-12). A tag with no positive or no negative clip gets NaN for both numbers, is
-left out of both macro means and is named in a warning. (scikit-learn raises for such a tag in
-a macro average; 1.9 alone returns NaN for its ROC-AUC but 0 or 1 for its average precision.)
+left out of both macro means and is named in a warning. (scikit-learn 1.9 gives such a tag a
+NaN ROC-AUC, which makes its macro ROC-AUC NaN, and an average precision of 0 or 1, which it
+averages in; older versions raise.)
 """
 from __future__ import annotations
 
