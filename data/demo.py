@@ -2406,8 +2406,9 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
     Parameters
     ----------
     root : path
-        Output folder. It must be missing, empty, or a demo corpus made with the same parameters (then this
-        returns at once, or resumes an interrupted run).
+        Output folder. It must be missing, empty, or a demo corpus made with the same parameters: then this
+        returns at once (a corpus with the waveform layout also serves ``waveform=False``), adds the missing
+        waveform layout, or resumes an interrupted run.
     n_clips : int >= 16
         Number of clips; the default, 1600 x 10 s, takes about a minute on two cores.
     seconds : float > 0
@@ -2443,14 +2444,18 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
     root = Path(root)
     params = _params(n_clips, seconds, seed, waveform)
     csv_path, marker, pending = root / ANNOTATIONS, root / MARKER, root / PENDING
+    upgrade = False
     if marker.exists():
         old = _read_json(marker)
-        if all(old.get(k) == params[k] for k in _IDENTITY) and csv_path.is_file():
+        same = all(old.get(k) == params[k] for k in _IDENTITY if k != "waveform")
+        if not (same and csv_path.is_file()):
+            raise FileExistsError(
+                f"{root} already holds a demo corpus made with {_describe(old)}, not {_describe(params)}; "
+                f"pick another folder or delete {root}")
+        if old.get("waveform") or not waveform:
             return csv_path
-        raise FileExistsError(
-            f"{root} already holds a demo corpus made with {_describe(old)}, not {_describe(params)}; "
-            f"pick another folder or delete {root}")
-    if pending.exists():
+        upgrade = True  # a complete MP3 corpus: only the waveform layout is missing
+    elif pending.exists():
         old = _read_json(pending)
         if not all(old.get(k) == params[k] for k in _IDENTITY):
             raise FileExistsError(
@@ -2462,6 +2467,8 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
     _atomic_write(pending, json.dumps(params, indent=1).encode())
+    if upgrade:
+        marker.unlink()  # after the pending marker: an interrupted upgrade resumes like any other run
     clips = plan(n_clips, seconds, seed)
     for sub in ("mp3", "waveform") if waveform else ("mp3",):
         for f in FOLDERS:
@@ -2502,9 +2509,22 @@ def ensure_demo(root: str | os.PathLike = "cache/demo", **kw) -> Path:
 
 
 def summary(root: str | os.PathLike) -> str:
-    """A short text report of a corpus: clips, tag counts (top and bottom), clips per split."""
+    """A short text report of a corpus: clips, tag counts (top and bottom), clips per split.
+
+    Parameters
+    ----------
+    root : path
+        A corpus root (any MTAT-format folder works).
+
+    Returns
+    -------
+    str
+        A few lines, as printed by the command line.
+    """
+    import pandas as pd
+
     root = Path(root)
-    raw = pd_read(root / ANNOTATIONS)
+    raw = pd.read_csv(root / ANNOTATIONS, sep="\t")
     kept = read_annotations(root / ANNOTATIONS, scheme=None)
     counts = kept[list(TAGS)].sum().sort_values(ascending=False)
     lines = [f"{len(raw)} clips, {len(kept)} with at least one of the 50 tags "
@@ -2518,13 +2538,8 @@ def summary(root: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
-def pd_read(path):
-    import pandas as pd
-
-    return pd.read_csv(path, sep="\t")
-
-
 def main(argv=None) -> int:
+    """Command line: generate (or find) a corpus, print its summary; returns the exit status."""
     ap = argparse.ArgumentParser(
         prog="python data/demo.py",
         description="Write a synthetic MTAT-shaped demo corpus (annotations_final.csv + 16 kHz mono MP3s in "

@@ -11,6 +11,7 @@ import re
 
 import librosa
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 
@@ -61,7 +62,7 @@ def test_csv_is_tab_separated_and_every_field_quoted(corpus):
 
 
 def test_file_names_and_folders(corpus):
-    df = demo.pd_read(corpus / ANNOTATIONS)
+    df = pd.read_csv(corpus / ANNOTATIONS, sep="\t")
     pat = re.compile(r"^[0-9a-f]/[a-z0-9_]+-[a-z0-9_]+-\d\d-[a-z0-9_]+-\d+-\d+\.mp3$")
     assert all(pat.match(p) for p in df["mp3_path"]), df["mp3_path"].head()
     assert df["mp3_path"].is_unique
@@ -72,7 +73,7 @@ def test_file_names_and_folders(corpus):
 
 
 def test_read_annotations_both_schemes_every_split_and_dropped_clips(corpus):
-    raw = demo.pd_read(corpus / ANNOTATIONS)
+    raw = pd.read_csv(corpus / ANNOTATIONS, sep="\t")
     none = raw[list(TAGS)].sum(axis=1) == 0
     assert none.sum() >= 1  # some clips carry only non-top-50 tags, or none at all
     for scheme, splits in SPLITS.items():
@@ -84,7 +85,7 @@ def test_read_annotations_both_schemes_every_split_and_dropped_clips(corpus):
 
 def test_csv_tags_and_latent_match_the_plan(corpus):
     clips = demo.plan(N, SEC, 0)
-    raw = demo.pd_read(corpus / ANNOTATIONS)
+    raw = pd.read_csv(corpus / ANNOTATIONS, sep="\t")
     assert list(raw["mp3_path"]) == [c.mp3_path for c in clips]
     for c, (_, row) in zip(clips, raw.iterrows()):
         assert {t for t in demo.COLUMNS if row[t] == 1} == set(c.tags)
@@ -323,8 +324,22 @@ def test_tag_frequencies_are_skewed_like_mtat(big_plan):
 def test_existing_corpus_same_parameters_returns_at_once(corpus):
     marker = corpus / demo.MARKER
     before = marker.stat().st_mtime_ns
-    assert demo.generate(corpus, n_clips=N, seconds=SEC, seed=0, waveform=True, progress=False) == corpus / ANNOTATIONS
+    for waveform in (True, False):  # the waveform layout comes on top of the MP3s
+        got = demo.generate(corpus, n_clips=N, seconds=SEC, seed=0, waveform=waveform, progress=False)
+        assert got == corpus / ANNOTATIONS
+    assert demo.ensure_demo(corpus, n_clips=N, seconds=SEC, progress=False) == corpus
     assert marker.stat().st_mtime_ns == before
+
+
+def test_waveform_layout_added_to_an_mp3_corpus(tmp_path):
+    root = tmp_path / "c"
+    demo.generate(root, n_clips=16, seconds=1.0, seed=2, workers=1, progress=False)
+    assert find_audio(root).kind == "mp3"
+    mp3 = {p: p.stat().st_mtime_ns for p in (root / "mp3").rglob("*.mp3")}
+    demo.generate(root, n_clips=16, seconds=1.0, seed=2, waveform=True, workers=1, progress=False)
+    assert find_audio(root).kind == "npy" and len(list((root / "waveform").rglob("*.npy"))) == 16
+    assert {p: p.stat().st_mtime_ns for p in (root / "mp3").rglob("*.mp3")} == mp3  # not re-encoded
+    assert json.loads((root / demo.MARKER).read_text())["waveform"] is True and not (root / demo.PENDING).exists()
 
 
 def test_existing_corpus_other_parameters_is_refused(corpus):
