@@ -2322,6 +2322,18 @@ def _atomic_write(path: Path, data: bytes) -> None:
 MP3_KBPS = 32
 
 
+def _writer_alive(tmp: Path) -> bool:
+    """Whether the process named in a temporary file's name (``.<name>.<pid>.tmp``) still runs."""
+    try:
+        pid = int(tmp.name.rsplit(".", 2)[-2])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return pid != os.getpid()
+
+
 def encode_mp3(y: np.ndarray) -> bytes:
     """Encode a 16 kHz mono waveform as MTAT-like MP3 bytes (32 kbit/s CBR, LAME through libsndfile).
 
@@ -2473,8 +2485,9 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
     for sub in ("mp3", "waveform") if waveform else ("mp3",):
         for f in FOLDERS:
             (root / sub / f).mkdir(parents=True, exist_ok=True)
-            for stale in (root / sub / f).glob(".*.tmp"):
-                stale.unlink()
+            for tmp in (root / sub / f).glob(".*.tmp"):
+                if not _writer_alive(tmp):  # left by a killed run (not by a concurrent one)
+                    tmp.unlink(missing_ok=True)
     tasks = [(c, seconds, seed, str(root), bool(waveform)) for c in clips]
     from tqdm import tqdm
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 
 import librosa
 import numpy as np
@@ -375,7 +378,9 @@ def test_interrupted_run_resumes_to_the_same_corpus(tmp_path):
     names = _mp3s(ref)
     (part / "mp3" / names[0][0]).mkdir(parents=True)
     (part / "mp3" / names[0]).write_bytes((ref / "mp3" / names[0]).read_bytes())
-    (part / "mp3" / names[0][0] / ".half.mp3.123.tmp").write_bytes(b"\xff\xfb")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs: its temporary is stale
+    (part / "mp3" / names[0][0] / f".half.mp3.{dead.pid}.tmp").write_bytes(b"\xff\xfb")
     pending = json.loads((ref / demo.MARKER).read_text())
     (part / demo.PENDING).write_text(json.dumps({k: pending[k] for k in demo._IDENTITY}))
     demo.generate(part, n_clips=16, seconds=1.0, seed=3, workers=1, progress=False)
@@ -387,6 +392,12 @@ def test_interrupted_run_resumes_to_the_same_corpus(tmp_path):
         (tmp_path / "other").mkdir()
         (tmp_path / "other" / demo.PENDING).write_text(json.dumps(dict(pending, seed=4)))
         demo.generate(tmp_path / "other", n_clips=16, seconds=1.0, seed=3, progress=False)
+
+
+def test_temporaries_of_running_writers_are_kept(tmp_path):
+    alive = tmp_path / f".x.mp3.{os.getppid()}.tmp"  # our parent process runs
+    assert demo._writer_alive(alive)
+    assert not demo._writer_alive(tmp_path / ".x.mp3.notapid.tmp")
 
 
 def test_cli_help_and_run(tmp_path, capsys):
