@@ -43,8 +43,8 @@ tags                                    acoustics
 =====================================  =====================================================================
 guitar                                  Karplus-Strong-like strings (``_string``: a lossy delay loop computed
                                         in the frequency domain): acoustic strums / finger-picking / boom-chick,
-                                        clean electric, distorted power chords and palm-muted chugs (tanh
-                                        overdrive + cabinet low-pass), bent lead lines
+                                        clean electric, distorted power chords and palm-muted chugs (mid-
+                                        boosted asymmetric tanh overdrive + cabinet), bent lead lines
 piano                                   stiff strings (inharmonicity B ~ 1e-4..5e-4), two detuned strings per
                                         note (beating), hammer excitation brighter with velocity, dampers
 harpsichord                             very bright plucks near the string end, 8' + 4' (octave) strings
@@ -53,14 +53,15 @@ sitar, indian                           bright plucks through an amplitude-depen
                                         (pitch glides), chikari strokes, tanpura drone, tabla (bayan glide),
                                         raga scales, no chords
 strings, violin, cello                  band-limited bowed sawtooth + body resonances, bow noise, delayed
-                                        vibrato 5-7 Hz; violin G3-E6, cello C2-A4; section = 4 voice-led
+                                        vibrato 5-7 Hz; violin D4-E6, cello C2-G4; section = 4 voice-led
                                         lines, each a detuned ensemble, slow attacks
 flute                                   nearly sinusoidal tone, breath noise, tongued chiff, 4.5-5.5 Hz vibrato
 synth, electronic, techno, dance        detuned band-limited saws with a swept low-pass (stacks of wavetables),
                                         pads, arpeggios, stabs, acid bass with slides
 drums, beat, beats                      kick (pitch-swept sine), snare (tone + noise), hats, ride, crash, toms,
                                         clap; patterns per style at the tempo (rock, metal double kick, pop,
-                                        four-on-the-floor, breakbeat, country train beat, jazz swing, tabla)
+                                        four-on-the-floor, breakbeat, country train beat, jazz swing; tabla,
+                                        darbuka and bodhran for indian, world and irish music)
 fast, slow                              tempo (slow < 84 BPM <= medium < 128 BPM <= fast) drives every note
                                         and drum onset rate
 loud, quiet, soft                       target RMS (quiet -36..-28, medium -26..-19, loud -16..-11 dBFS),
@@ -79,7 +80,9 @@ country, ambient, new age, weird        and loudness priors; weird = ring modula
 solo                                    a single instrument playing alone, or a lead guitar solo
 =====================================  =====================================================================
 
-Tag frequencies follow MTAT's skew: guitar, classical, slow, techno, strings lead and choral is the rarest.
+Tag frequencies follow MTAT's skew (within about 25% of MTAT's rate for every one of the 50): in expectation
+guitar, classical and slow lead (14-16% of clips), strings, techno and drums follow (about 10%), and choral is
+the rarest (about 2%).
 The 138 other tag columns (``OTHER_TAGS``) carry plausible MTAT names; many are grounded in the latent
 (``jazz``, ``folk``, ``baroque``, ``orchestra``, ``chant``, ``tabla``, ``no beat``, ...), the rest are rare
 noise.
@@ -92,6 +95,14 @@ Usage
 ``python data/demo.py --out cache/demo --clips 1600 --seconds 10 --seed 0`` or ``generate(root)`` /
 ``ensure_demo()`` from Python. ``plan(n_clips, seconds, seed)`` returns the clip plans (latent + tags) without
 rendering audio; ``render(clip, seconds, seed)`` renders one.
+
+Cost: the default corpus (1600 x 10 s) takes about 150 CPU-seconds, i.e. about 75 s on two free cores; 60% of
+it is LAME encoding (about 55 ms per 10-s clip, fixed by libsndfile), synthesis about 26 ms per clip. It
+occupies about 65 MB on disk (plus 1 GB with the waveform layout).
+
+Sanity check on the default corpus (standard split, 255 test clips): logistic regression on MFCC mean/std
+reaches a macro ROC-AUC of 0.82 (PR-AUC 0.30), a small 2-D CNN on log-mels trained for 25 epochs on a CPU 0.87
+(0.36): the tags that need time structure (tempo, voice, vibrato) separate the two.
 """
 from __future__ import annotations
 
@@ -2422,7 +2433,7 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
         returns at once (a corpus with the waveform layout also serves ``waveform=False``), adds the missing
         waveform layout, or resumes an interrupted run.
     n_clips : int >= 16
-        Number of clips; the default, 1600 x 10 s, takes about a minute on two cores.
+        Number of clips; the default, 1600 x 10 s, takes about 75 s on two free cores.
     seconds : float > 0
         Duration of every clip.
     seed : int >= 0
