@@ -59,7 +59,7 @@ def timed(fn, *args) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=REPO / "cache/demo", help="dataset root (default: the demo corpus)")
-    p.add_argument("--clips", type=int, default=200)
+    p.add_argument("--clips", type=int, default=600, help="clips of the gct634 split (the demo has 600)")
     p.add_argument("--features", default="mel,mfcc,chroma")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--json", action="store_true")

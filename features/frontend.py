@@ -113,10 +113,10 @@ class FrontEnd(nn.Module):
         mel_fb = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels, fmin=p.f_min, fmax=p.f_max)
         chroma_fb = librosa.filters.chroma(sr=p.sr, n_fft=p.n_fft, tuning=0.0, n_chroma=p.n_chroma)
         dct = scipy.fft.dct(np.eye(p.n_mels), type=2, norm="ortho", axis=0)[: p.n_mfcc]
-        # Stored transposed so that time-major (B, T, F) spectra multiply on the right.
-        self.register_buffer("mel_fb", torch.from_numpy(mel_fb.T.astype(np.float32)))
-        self.register_buffer("chroma_fb", torch.from_numpy(chroma_fb.T.astype(np.float32)))
-        self.register_buffer("dct", torch.from_numpy(dct.T.astype(np.float32)))
+        # Filter banks multiply frequency-major (B, F, T) spectra on the left.
+        self.register_buffer("mel_fb", torch.from_numpy(mel_fb.astype(np.float32)))
+        self.register_buffer("chroma_fb", torch.from_numpy(chroma_fb.astype(np.float32)))
+        self.register_buffer("dct", torch.from_numpy(dct.astype(np.float32)))
 
     @torch.no_grad()
     def forward(self, y: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -142,32 +142,39 @@ class FrontEnd(nn.Module):
         if lengths is None:
             lengths = torch.full((y.shape[0],), y.shape[1], dtype=torch.long)
         n_frames = (1 + lengths.to(y.device) // p.hop_length).clamp(max=p.n_frames(y.shape[1]))
-        spec = self.stft(y.float())  # (B, F, T, 2)
-        power = (spec[..., 0] ** 2 + spec[..., 1] ** 2).transpose(1, 2)  # (B, T, F)
-        valid = torch.arange(power.shape[1], device=y.device)[None, :] < n_frames[:, None]  # (B, T)
+        # Work frequency-major, as nnAudio returns it; only the small outputs are transposed.
+        power = self.stft(y.float(), output_format="Magnitude") ** 2  # (B, F, T)
+        frames = power.shape[2]
+        # (B, 1, T) 0/1 mask of valid frames; None when no clip of the batch is padded.
+        valid = None if bool((n_frames == frames).all()) else \
+            (torch.arange(frames, device=y.device)[None, :] < n_frames[:, None]).to(power.dtype)[:, None, :]
         out = {"n_frames": n_frames}
         if "mel" in self.features or "mfcc" in self.features:
-            mel_db = self._power_to_db(power @ self.mel_fb, valid)
+            mel_db = self._power_to_db(self.mel_fb @ power, valid)  # (B, n_mels, T)
             if "mel" in self.features:
-                out["mel"] = mel_db
+                out["mel"] = mel_db.transpose(1, 2)
             if "mfcc" in self.features:
-                out["mfcc"] = (mel_db @ self.dct) * valid[..., None]
+                mfcc = self.dct @ mel_db
+                out["mfcc"] = (mfcc if valid is None else mfcc * valid).transpose(1, 2)
         if "chroma" in self.features:
-            raw = power @ self.chroma_fb
-            peak = raw.amax(dim=2, keepdim=True)
+            raw = self.chroma_fb @ power
+            peak = raw.amax(dim=1, keepdim=True)
             # librosa.util.normalize leaves frames below the smallest normal float untouched.
             peak = torch.where(peak < torch.finfo(raw.dtype).tiny, torch.ones_like(peak), peak)
-            out["chroma"] = (raw / peak) * valid[..., None]
+            chroma = raw / peak
+            out["chroma"] = (chroma if valid is None else chroma * valid).transpose(1, 2)
         return out
 
-    def _power_to_db(self, s: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        # librosa.power_to_db with ref=1.0, amin=1e-10; the top_db floor uses the clip's own peak
-        # over its valid frames only, so padding in the batch never changes a clip's numbers.
-        db = 10.0 * torch.log10(s.clamp(min=1e-10))
+    def _power_to_db(self, s: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        # librosa.power_to_db (ref=1.0, amin=1e-10, top_db) with the top_db floor applied as one
+        # clamp in the power domain: max(dB, peak_dB - top_db) = dB(max(S, peak * 10**(-top_db/10))).
+        # The peak is the clip's own over its valid frames, so batch padding never changes a clip.
+        floor = torch.full_like(s[:, :1, :1], 1e-10)
         if self.params.top_db is not None:
-            peak = db.masked_fill(~valid[..., None], -torch.inf).amax(dim=(1, 2), keepdim=True)
-            db = torch.maximum(db, peak - self.params.top_db)
-        return db * valid[..., None]
+            peak = (s if valid is None else s * valid).amax(dim=(1, 2), keepdim=True)
+            floor = torch.maximum(floor, peak * 10.0 ** (-self.params.top_db / 10.0))
+        db = 10.0 * torch.log10(torch.maximum(s, floor))
+        return db if valid is None else db * valid
 
     def n_bins(self) -> int:
         """Total bins of the requested features, concatenated in ``FEATURES`` order."""

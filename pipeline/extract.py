@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the front-end runs")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="decoding processes (0: decode in the main process)")
-    p.add_argument("--batch", type=int, default=16, help="clips per front-end batch")
+    p.add_argument("--batch", type=int, default=32, help="clips per front-end batch")
     p.add_argument("--min-seconds", type=float, default=3.0,
                    help="skip clips shorter than this (the trainer's default crop is 3 s)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="truncate clips longer than this")
