@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"network; default {DEFAULT_MODEL['tagging']} ('linear' is for --task metric)")
     p.add_argument("--inputs", default=None, help="stored features fed to the model, e.g. mel,mfcc; "
                    f"default per model: {DEFAULT_INPUTS}")
-    p.add_argument("--epochs", type=int, default=40, help="most epochs (the learning-rate rule may stop sooner)")
+    p.add_argument("--epochs", type=int, default=20, help="most epochs (the learning-rate rule may stop sooner)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=None, help="learning rate; default 0.01 for sgd, 0.001 for adam")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-factor", type=float, default=0.2, help="factor of each learning-rate drop")
     p.add_argument("--stop-lr", type=float, default=None, help="stop once the lr falls below this; default lr/500")
     p.add_argument("--seconds", type=float, default=3.0, help="crop length (3 s = 188 frames at hop 256)")
-    p.add_argument("--crops-per-clip", type=int, default=4, help="random crops of each training clip per epoch")
+    p.add_argument("--crops-per-clip", type=int, default=1, help="random crops of each training clip per epoch")
     p.add_argument("--dim", type=int, default=128, help="--task metric: embedding size")
     p.add_argument("--distance", choices=("cosine", "euclidean"), default="cosine", help="--task metric")
     p.add_argument("--margin", type=float, default=0.4, help="--task metric: triplet margin")
