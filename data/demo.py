@@ -101,8 +101,8 @@ it is LAME encoding (about 55 ms per 10-s clip, fixed by libsndfile), synthesis 
 occupies about 65 MB on disk (plus 1 GB with the waveform layout).
 
 Sanity check on the default corpus (standard split, 255 test clips): logistic regression on MFCC mean/std
-reaches a macro ROC-AUC of 0.82 (PR-AUC 0.30), a small 2-D CNN on log-mels trained for 25 epochs on a CPU 0.87
-(0.36): the tags that need time structure (tempo, voice, vibrato) separate the two.
+reaches a macro ROC-AUC of 0.83 (PR-AUC 0.31), a small 2-D CNN on log-mels trained for 25 epochs on a CPU 0.89
+(0.43): the tags that need time structure (tempo, voice, vibrato) separate the two.
 """
 from __future__ import annotations
 
