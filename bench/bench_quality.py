@@ -54,8 +54,7 @@ def untrained_embeddings(ff_path, model: str, seed: int = 0) -> np.ndarray:
     net = build_embedding_model(model, ff.bins, n_mels=int(ff.header["n_mels"])).eval()
     with torch.no_grad():
         emb = torch.cat([net(ds.__getitems__(range(k, min(k + 64, len(ds))))[0]) for k in range(0, len(ds), 64)])
-    emb = emb.numpy()
-    return np.stack([emb[ds.clip_of == c].mean(axis=0) for c in range(len(ds.idx))])
+    return ds.per_clip(emb.numpy())
 
 
 def train_run(features, out: Path, argv: list[str]) -> dict:

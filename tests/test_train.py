@@ -62,6 +62,10 @@ def test_crop_modes(feats):
     k = int(np.flatnonzero(chunks.clip_of == 2)[1])  # second crop of the third clip
     np.testing.assert_allclose(chunks[k][0].numpy(),
                                (ff.crop(idx[2], length, length) - mean[:, None]) / std[:, None])
+    values = np.random.default_rng(0).standard_normal((len(chunks), 3)).astype(np.float32)
+    ref = np.stack([values[chunks.clip_of == c].mean(axis=0) for c in range(len(idx))])
+    np.testing.assert_allclose(chunks.per_clip(values), ref, rtol=1e-5, atol=1e-6)
+    assert fixed.per_clip(values) is values  # items are clips already
 
 
 def test_workers_read_the_memmap(feats):

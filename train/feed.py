@@ -175,6 +175,17 @@ class Crops(Dataset):
         x /= self.std
         return torch.from_numpy(x), torch.from_numpy(self.ff.labels[clips].astype(np.float32))
 
+    def per_clip(self, values: np.ndarray) -> np.ndarray:
+        """Average item rows per clip: ``(len(self), d)`` -> ``(len(self.idx), d)``, in ``idx`` order.
+
+        In ``'chunks'`` mode this is the mean over each clip's crops; otherwise items are clips already.
+        """
+        if self.mode != "chunks":
+            return values
+        sums = np.zeros((len(self.idx), values.shape[1]), np.float64)
+        np.add.at(sums, self.clip_of, values)
+        return (sums / np.bincount(self.clip_of, minlength=len(self.idx))[:, None]).astype(values.dtype)
+
     @staticmethod
     def collate(batch):
         """``collate_fn`` for DataLoaders over ``Crops``: batches arrive already stacked."""

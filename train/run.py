@@ -227,10 +227,10 @@ def train(a) -> int:
         sched.load_state_dict(resume["sched"])
         start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
         log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
-    json.dump({**config, "features_file": str(a.features), "feature_params": {k: ff.header[k] for k in (
-        "sr", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "n_mfcc", "n_chroma", "top_db")},
-        "frames": length, "tags": list(ff.tags), "n_params": count_parameters(model)},
-        open(out / "config.json", "w"), indent=2)
+    with open(out / "config.json", "w") as fh:
+        json.dump({**config, "features_file": str(a.features), "feature_params": {k: ff.header[k] for k in (
+            "sr", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "n_mfcc", "n_chroma", "top_db")},
+            "frames": length, "tags": list(ff.tags), "n_params": count_parameters(model)}, fh, indent=2)
     log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
         f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
         f"train/valid/test clips, {device}{' bf16' if bf16 else ''}")
@@ -263,9 +263,7 @@ def train(a) -> int:
             embs.append(emb.float().cpu())
         emb = torch.cat(embs).numpy()
         scores = torch.cat(outs).numpy() if outs else None
-        clip_of = dataset.clip_of if dataset.mode == "chunks" else np.arange(len(dataset))
-        per_clip = lambda v: np.stack([v[clip_of == c].mean(axis=0) for c in range(len(dataset.idx))])
-        emb, scores = per_clip(emb), (per_clip(scores) if scores is not None else None)
+        emb, scores = dataset.per_clip(emb), (dataset.per_clip(scores) if scores is not None else None)
         labels = ff.labels[dataset.idx]
         if a.task == "tagging":
             eps = 1e-7
@@ -363,7 +361,7 @@ def train(a) -> int:
     np.save(out / "embeddings.npy", emb.astype(np.float32))
     np.save(out / "labels.npy", labels.astype(np.uint8))
     np.save(out / "clip_ids.npy", ff.clip_id[split["test"]])
-    json.dump(list(ff.tags), open(out / "tags.json", "w"))
+    (out / "tags.json").write_text(json.dumps(list(ff.tags)))
     per_tag = test.pop("per_tag", None)
     metrics = {"task": a.task, "model": a.model, "best_epoch": best_ckpt["epoch"], "epochs_run": len(history),
                "test_loss": test_loss, **{f"test_{k}": v for k, v in test.items()},
