@@ -218,3 +218,16 @@ def test_tag_command_bad_inputs(feats, tmp_path, capsys, fixtures_dir):
     assert "does not fit a 'cnn2d' model" in capsys.readouterr().err
     assert tag.main([str(tmp_path / "missing.mp3"), "--run", str(b)]) == 2
     assert "missing.mp3: file not found" in capsys.readouterr().err
+
+
+def test_report_lists_finished_runs(feats, tmp_path, capsys):
+    from train import report
+
+    assert report.main([str(tmp_path)]) == 2
+    assert "no finished run" in capsys.readouterr().err
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(tmp_path / "b1"), *FAST]) == 0
+    capsys.readouterr()
+    assert report.main([str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| b1 ")]
+    m = json.loads((tmp_path / "b1" / "metrics.json").read_text())
+    assert len(rows) == 1 and f"{m['test_roc_auc']:.3f}" in rows[0] and "| tagging | 2 |" in rows[0]
