@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from data.audio import load_audio
+from features.frontend import pick_device
 from train.feed import Crops, FeatureFile, standardizer
 from train.models import build_model
 from train.run import bf16_supported
@@ -113,8 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
+    device = pick_device(a.device)
     ff = FeatureFile(a.features, ("mel",))
     idx = ff.indices("train")
     from data.mtat import find_audio

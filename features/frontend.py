@@ -70,6 +70,13 @@ class FeatureParams:
         return cls(**{f.name: cast[f.type](d[f.name]) for f in fields(cls) if f.name in d})
 
 
+def pick_device(name: str = "auto") -> torch.device:
+    """``'auto'``: CUDA when available, else the CPU; ``'cpu'`` and ``'cuda'`` as given."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
 def parse_features(spec: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     """Normalise a feature list such as ``'mel,mfcc'`` to the canonical order of ``FEATURES``.
 

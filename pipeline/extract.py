@@ -22,7 +22,7 @@ import soundfile as sf
 
 from data.audio import SR, AudioError, load_audio
 from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
-from features.frontend import FeatureParams, FrontEnd, parse_features
+from features.frontend import FeatureParams, FrontEnd, parse_features, pick_device
 from pipeline import store
 
 DEMO_ROOT = Path("cache/demo")
@@ -200,8 +200,7 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
     rows += [i for i in np.flatnonzero(writer.status == -1) if i not in queued]
     min_samples = int(args.min_seconds * SR)
     tasks = [(i, paths[i], min_samples) for i in rows]
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
+    device = pick_device(args.device)
     # The pool is forked before torch starts its threads, which must not be inherited.
     pool = mp.Pool(args.workers) if args.workers > 0 and len(tasks) > 1 else None
     results = pool.imap(_decode, tasks, chunksize=2) if pool else map(_decode, tasks)

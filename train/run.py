@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from eval.auc import tag_auc
-from features.frontend import parse_features
+from features.frontend import parse_features, pick_device
 from eval.recall import recall_at_k
 from train.feed import Crops, FeatureFile, FeedError, standardizer
 from train.metric import BalancedTagBatchSampler, TagTripletSampler, batch_triplet_loss, triplet_loss
@@ -140,8 +140,7 @@ def train(a) -> int:
     # ---------------------------------------------------------------- set-up
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
+    device = pick_device(a.device)
     torch.manual_seed(a.seed)
     config = config_of(a)
     ckpt_last, ckpt_best = out / "last.pt", out / "best.pt"
