@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 RUNS := cache/runs
 # A short budget keeps the demo to minutes on 2 CPU cores; bench/bench_quality.py trains the full default.
-DEMO_EPOCHS ?= 8
+DEMO_EPOCHS ?= 6
 
 # A finished run is kept, a killed one resumed: `make demo` can be re-run at any point.
 define train

@@ -6,7 +6,8 @@ Tagging (test ROC-AUC / PR-AUC, macro over tags): ``baseline``, ``cnn2d`` and ``
 ``train/run.py`` with its default budget, and a logistic regression per tag (scikit-learn) on each
 clip's MFCC mean and standard deviation, fitted on the same train split.
 
-Metric learning (test Recall@K): the default metric model and the course's linear projection with
+Metric learning (test Recall@K): the default metric model (triplets with semi-hard mining plus the
+auxiliary tag loss), the same with triplets alone, and the course's linear projection with
 tag-sampled triplets, against random embeddings, the same backbone untrained, and cosine nearest
 neighbours on the MFCC statistics. All numbers come from ``eval/``.
 """
@@ -96,10 +97,13 @@ def main(argv=None) -> int:
     tagging["logistic regression on MFCC mean+std"] = {"roc_auc": auc["roc_auc_macro"], "pr_auc": auc["pr_auc_macro"]}
 
     metric = {}
-    for name, argv_m in (("shortres, semi-hard mining (default)", ["--task", "metric"]),
-                         ("linear projection, tag triplets (course)", ["--task", "metric", "--model", "linear",
-                                                                        "--mining", "none", "--sampler", "tag"])):
-        folder = a.out / ("metric-" + name.split(",")[0])
+    for name, folder, argv_m in (
+            ("shortres, semi-hard triplets + tag loss (default)", "metric-shortres", ["--task", "metric"]),
+            ("shortres, semi-hard triplets alone", "metric-shortres-triplets", ["--task", "metric",
+                                                                               "--tag-weight", "0"]),
+            ("linear projection, tag triplets (course)", "metric-linear", [
+                "--task", "metric", "--model", "linear", "--mining", "none", "--sampler", "tag", "--tag-weight", "0"])):
+        folder = a.out / folder
         m = train_run(a.features, folder, [*argv_m, *extra])
         metric[name] = {f"recall@{k}": m[f"test_recall@{k}"] for k in KS}
     labels_te = ff.labels[te]

@@ -385,3 +385,50 @@ def test_balanced_sampler_skips_small_tags_and_errors():
         BalancedTagBatchSampler(y, n_tags=20, n_per_tag=4)
     with pytest.raises(ValueError, match="n_per_tag >= 2"):
         BalancedTagBatchSampler(y, n_tags=2, n_per_tag=1)
+
+
+def _graded_reference(e, y, margin, distance, mining):
+    """Plain loops over (a, p, n) with graded negatives: J(a, n) < J(a, p)."""
+    d = pairwise_distances(e, distance).tolist()
+    sets = [set(np.flatnonzero(r)) for r in np.asarray(y)]
+    jac = [[len(s & t) / max(len(s | t), 1) for t in sets] for s in sets]
+    n = len(sets)
+    per_pair, per_anchor = [], []
+    for a in range(n):
+        worst = None
+        for p in range(n):
+            negs = [m for m in range(n) if m != a and jac[a][m] < jac[a][p]]
+            if p == a or jac[a][p] == 0 or not negs:
+                continue
+            semi = [d[a][m] for m in negs if d[a][p] < d[a][m] < d[a][p] + margin]
+            chosen = min(semi) if semi else min(d[a][m] for m in negs)
+            per_pair.append(max(d[a][p] - chosen + margin, 0.0))
+            hardest = d[a][p] - min(d[a][m] for m in negs)
+            worst = hardest if worst is None else max(worst, hardest)
+        if worst is not None:
+            per_anchor.append(max(worst + margin, 0.0))
+    return per_pair if mining == "semihard" else per_anchor
+
+
+@pytest.mark.parametrize("mining", ["semihard", "hard"])
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_graded_mining_matches_brute_force(mining, distance):
+    g = torch.Generator().manual_seed(1)
+    e = torch.randn(14, 5, generator=g)
+    y = (torch.rand(14, 5, generator=g) < 0.4).int()
+    y[0] = 0  # a clip without tags is never a positive, only a negative
+    got = batch_triplet_loss(e, y, distance=distance, mining=mining, graded=True, reduction="none")
+    ref = _graded_reference(e, y.numpy(), 0.4, distance, mining)
+    assert len(ref) > 10
+    np.testing.assert_allclose(got.numpy(), ref, atol=1e-5)
+
+
+def test_graded_negatives_rank_by_overlap():
+    """A clip sharing two of three tags must sit closer than one sharing one, though both are
+    positives under the shared-tag rule (which then has nothing to say)."""
+    y = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])
+    e = torch.tensor([[0.0], [2.0], [1.0], [10.0]])  # the one-tag clip sits nearer the anchor
+    graded = batch_triplet_loss(e, y, distance="euclidean", mining="hard", graded=True, reduction="none")
+    assert graded[0].item() == pytest.approx(2.0 - 1.0 + 0.4, abs=1e-6)
+    plain = batch_triplet_loss(e, y, distance="euclidean", mining="hard", reduction="none")
+    assert plain[0].item() == pytest.approx(0.0, abs=1e-6)

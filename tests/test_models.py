@@ -256,7 +256,19 @@ def test_embedding_net_wraps_backbones():
             # Not normalised: that is the loss's business.
             assert not torch.allclose(out.norm(dim=1), torch.ones(3))
     lin = build_embedding_model("linear", ALL_BINS, dim=24)
-    assert lin(_x(3, ALL_BINS, 188)).shape == (3, 24)
+    assert lin(_x(3, ALL_BINS, 188)).shape == (3, 24) and lin.tag_head is None
+
+
+def test_embedding_tag_head():
+    for name in ("linear", "cnn2d"):
+        net = build_embedding_model(name, ALL_BINS, dim=24, n_tags=50).eval()
+        with torch.no_grad():
+            emb = net(_x(3, ALL_BINS, 188))
+            assert net.tag_head(emb).shape == (3, 50)
+        # The head is a registered submodule, so it trains and is checkpointed with the net.
+        assert "tag_head.weight" in net.state_dict()
+    with pytest.raises(ValueError, match="n_tags"):
+        build_embedding_model("linear", ALL_BINS, n_tags=-1)
 
 
 def test_input_checks():

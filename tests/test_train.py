@@ -127,6 +127,29 @@ def test_metric_learning_runs(feats, tmp_path):
         m = json.loads((out / "metrics.json").read_text())
         assert 0 <= m["test_recall@1"] <= m["test_recall@2"] <= 1
         assert np.load(out / "embeddings.npy").shape[1] == 128 and not (out / "predictions.npy").exists()
+        assert "tag_head.weight" in torch.load(out / "best.pt", weights_only=False)["model"]
+
+
+def test_metric_tag_loss_is_added(feats, tmp_path, monkeypatch):
+    """--tag-weight adds w * BCE of the embedding's tag head; 0 leaves the triplet loss alone."""
+    seen = []
+    real = run.F.binary_cross_entropy_with_logits
+    monkeypatch.setattr(run.F, "binary_cross_entropy_with_logits", lambda *a, **k: seen.append(1) or real(*a, **k))
+    base = ["--features", str(feats), "--task", "metric", "--model", "linear", *FAST, "--epochs", "1"]
+    assert run.main([*base, "--tag-weight", "0", "--out", str(tmp_path / "w0")]) == 0
+    assert not seen and "tag_head.weight" not in torch.load(tmp_path / "w0" / "best.pt", weights_only=False)["model"]
+    assert run.main([*base, "--tag-weight", "0.5", "--out", str(tmp_path / "w1")]) == 0
+    assert seen
+
+
+def test_auto_crops_cover_the_training_audio(feats, tmp_path):
+    out = tmp_path / "run"
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), "--epochs", "1",
+                     "--batch", "8", "--quiet", "--seconds", "1"]) == 0
+    ff = FeatureFile(feats, ("mel",))
+    frames = int(json.loads((out / "config.json").read_text())["frames"])
+    expected = round(np.median(ff.n_frames[ff.indices("train")]) / frames)
+    assert expected >= 2 and json.loads((out / "config.json").read_text())["crops_per_clip_used"] == expected
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, capsys):
@@ -151,6 +174,9 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, 
     (["--model", "linear"], "use it with --task metric"),
     (["--inputs", "mel,pitch"], "--inputs: unknown feature"),
     (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--crops-per-clip", "many"], "--crops-per-clip must be a whole number or auto"),
+    (["--crops-per-clip", "0"], "--crops-per-clip must be at least 1"),
+    (["--tag-weight", "-1"], "--tag-weight"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -155,6 +155,7 @@ def batch_triplet_loss(
     distance: str = "cosine",
     mining: str = "semihard",
     min_jaccard: float | None = None,
+    graded: bool = False,
     reduction: str = "mean",
 ) -> torch.Tensor:
     """Triplet loss with triplets mined inside a batch from multi-label tags.
@@ -173,6 +174,11 @@ def batch_triplet_loss(
     ``'all'``
         Every valid ``(a, p, n)``; memory is ``O(B^3)``.
 
+    With ``graded=True`` the negatives of a pair ``(a, p)`` are all clips whose tag set
+    overlaps the anchor's less than the positive's does (Jaccard index ``J(a, n) < J(a, p)``),
+    not only the clips sharing no tag: a clip sharing three of the anchor's tags is then
+    pulled closer than one sharing one, the order multi-label Recall@K rewards.
+
     Anchors without any positive or any negative in the batch are skipped. The mean is over
     all mined triplets, including those already satisfied (loss 0).
 
@@ -187,6 +193,8 @@ def batch_triplet_loss(
     mining : {'semihard', 'hard', 'all'}
     min_jaccard : float or None
         See :func:`triplet_masks`.
+    graded : bool
+        Negatives by lower tag overlap than the positive's, as above.
     reduction : {'mean', 'none'}
         ``'none'`` returns the 1-D tensor of per-triplet losses (possibly empty).
 
@@ -215,27 +223,36 @@ def batch_triplet_loss(
         raise ValueError(f"{len(embeddings)} embeddings but {len(labels)} label rows")
 
     positive, negative = triplet_masks(labels, min_jaccard)
+    if graded:
+        y = labels.float()
+        inter = y @ y.T
+        size = y.sum(dim=1)
+        jac = inter / (size[:, None] + size[None, :] - inter).clamp_min(1)
+        eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
+        neg = (jac[:, None, :] < jac[:, :, None]) & ~eye[:, None, :]  # (a, p, n)
+    else:
+        neg = negative[:, None, :].expand(-1, len(labels), -1)  # (a, p, n), the same for every p
     d = pairwise_distances(embeddings, distance)
-    has_neg = negative.any(dim=1)
     inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
-    # Nearest negative per anchor (inf where none); masked entries carry no gradient.
-    nearest_neg = torch.where(negative, d, inf).amin(dim=1)
+    d_ap = d[:, :, None]  # (a, p, 1)
+    d_an = d[:, None, :]  # (a, 1, n)
+    pairs = positive & neg.any(dim=2)  # (a, p) pairs with at least one negative
+    # Nearest negative per pair (inf where none); masked entries carry no gradient.
+    nearest_neg = torch.where(neg, d_an, inf).amin(dim=2)  # (a, p)
 
     if mining == "hard":
-        valid = positive.any(dim=1) & has_neg
-        farthest_pos = torch.where(positive, d, -inf).amax(dim=1)
-        losses = F.relu(farthest_pos[valid] - nearest_neg[valid] + margin)
+        # The anchor's hardest triplet; without grading, its farthest positive and nearest negative.
+        valid = pairs.any(dim=1)
+        worst = torch.where(pairs, d - nearest_neg, -inf).amax(dim=1)
+        losses = F.relu(worst[valid] + margin)
     elif mining == "semihard":
-        pairs = positive & has_neg[:, None]  # (a, p)
-        d_ap = d[:, :, None]  # (a, p, 1)
-        d_an = d[:, None, :]  # (a, 1, n)
-        semi = negative[:, None, :] & (d_an > d_ap) & (d_an < d_ap + margin)
+        semi = neg & (d_an > d_ap) & (d_an < d_ap + margin)
         nearest_semi = torch.where(semi, d_an, inf).amin(dim=2)  # (a, p)
-        chosen = torch.where(semi.any(dim=2), nearest_semi, nearest_neg[:, None].expand_as(nearest_semi))
+        chosen = torch.where(semi.any(dim=2), nearest_semi, nearest_neg)
         losses = F.relu(d[pairs] - chosen[pairs] + margin)
     else:
-        triplets = positive[:, :, None] & negative[:, None, :]
-        losses = F.relu(d[:, :, None] - d[:, None, :] + margin)[triplets]
+        triplets = positive[:, :, None] & neg
+        losses = F.relu(d_ap - d_an + margin)[triplets]
 
     if reduction == "none":
         return losses

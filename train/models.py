@@ -578,11 +578,14 @@ def build_model(name: str, n_bins: int, n_mels: int = 96, n_out: int = 50, **kwa
     return MODELS[name](n_bins, n_mels=n_mels, n_out=n_out, **kwargs)
 
 
-def build_embedding_model(name: str, n_bins: int, dim: int = 128, n_mels: int = 96, **kwargs) -> nn.Module:
+def build_embedding_model(name: str, n_bins: int, dim: int = 128, n_mels: int = 96, n_tags: int = 0,
+                          **kwargs) -> nn.Module:
     """Build a metric-learning network by name.
 
     ``'linear'`` is :class:`LinearProjection` with ``dim`` outputs; the CNNs are wrapped in
-    :class:`EmbeddingNet` with a ``dim``-dimensional projection.
+    :class:`EmbeddingNet` with a ``dim``-dimensional projection. Every network gets a
+    ``tag_head`` attribute: ``Linear(dim, n_tags)`` on the embedding when ``n_tags > 0``, for an
+    auxiliary tag loss next to the triplet loss, else ``None``.
 
     Parameters
     ----------
@@ -592,14 +595,23 @@ def build_embedding_model(name: str, n_bins: int, dim: int = 128, n_mels: int = 
         As in :func:`build_model`.
     dim : int
         Embedding size.
+    n_tags : int
+        Outputs of ``tag_head``; 0 for none.
     **kwargs
         Passed to the model class.
 
     Returns
     -------
     torch.nn.Module
-        ``forward(x) -> (B, dim)``.
+        ``forward(x) -> (B, dim)``; ``tag_head(forward(x)) -> (B, n_tags)`` when ``n_tags > 0``.
     """
+    if n_tags < 0:
+        raise ValueError(f"n_tags must be >= 0, got {n_tags}")
     if name == "linear":
-        return build_model(name, n_bins, n_mels=n_mels, dim=dim, **kwargs)
-    return EmbeddingNet(build_model(name, n_bins, n_mels=n_mels, **kwargs), dim)
+        net = build_model(name, n_bins, n_mels=n_mels, dim=dim, **kwargs)
+    else:
+        net = EmbeddingNet(build_model(name, n_bins, n_mels=n_mels, **kwargs), dim)
+    # Tags are dense supervision (every clip, every tag) where a batch yields few informative
+    # triplets; predicting them linearly from the embedding shapes the space the triplets rank in.
+    net.tag_head = nn.Linear(dim, n_tags) if n_tags else None
+    return net

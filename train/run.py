@@ -58,13 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-factor", type=float, default=0.2, help="factor of each learning-rate drop")
     p.add_argument("--stop-lr", type=float, default=None, help="stop once the lr falls below this; default lr/500")
     p.add_argument("--seconds", type=float, default=3.0, help="crop length (3 s = 188 frames at hop 256)")
-    p.add_argument("--crops-per-clip", type=int, default=1, help="random crops of each training clip per epoch")
+    p.add_argument("--crops-per-clip", default="auto",
+                   help="random crops of each training clip per epoch; auto: as many as fit in the median "
+                        "training clip, so that an epoch sees about all the training audio once")
     p.add_argument("--dim", type=int, default=128, help="--task metric: embedding size")
     p.add_argument("--distance", choices=("cosine", "euclidean"), default="cosine", help="--task metric")
     p.add_argument("--margin", type=float, default=0.4, help="--task metric: triplet margin")
+    p.add_argument("--tag-weight", type=float, default=1.0,
+                   help="--task metric: weight of an auxiliary tag loss (BCE of a linear layer on the "
+                        "embedding) added to the triplet loss; 0 for triplets alone")
     p.add_argument("--mining", choices=("semihard", "hard", "none"), default="semihard",
                    help="--task metric: in-batch mining over P tags x K clips, or 'none' for the course's "
                         "sampled triplets")
+    p.add_argument("--negatives", choices=("graded", "disjoint"), default="graded",
+                   help="--task metric with mining: a negative of (anchor, positive) is any clip sharing a smaller "
+                        "fraction of the anchor's tags than the positive (graded), or only clips sharing none")
     p.add_argument("--sampler", choices=("tag", "overlap"), default="overlap",
                    help="--task metric with --mining none: the course's tag sampling or the multi-label-aware one")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -94,11 +102,16 @@ def parse_args(argv=None):
     a.lr = a.lr or (0.01 if a.optimizer == "sgd" else 1e-3)
     a.stop_lr = a.stop_lr or a.lr / 500
     a.out = a.out or Path("cache/runs") / f"{a.task}-{a.model}"
-    for name in ("epochs", "batch", "crops_per_clip", "dim", "patience"):
-        if getattr(a, name) < 1:
+    if a.crops_per_clip != "auto":
+        try:
+            a.crops_per_clip = int(a.crops_per_clip)
+        except ValueError:
+            parser.error(f"--crops-per-clip must be a whole number or auto, got {a.crops_per_clip!r}")
+    for name in ("epochs", "batch", "dim", "patience", "crops_per_clip"):
+        if getattr(a, name) != "auto" and getattr(a, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
-    if a.seconds <= 0 or a.lr <= 0 or a.margin < 0 or a.workers < 0:
-        parser.error("--seconds and --lr must be positive, --margin and --workers not negative")
+    if a.seconds <= 0 or a.lr <= 0 or a.margin < 0 or a.workers < 0 or a.tag_weight < 0:
+        parser.error("--seconds and --lr must be positive, --margin, --tag-weight and --workers not negative")
     if a.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
     return a
@@ -107,7 +120,7 @@ def parse_args(argv=None):
 def config_of(a) -> dict:
     """What defines a run: a resumed run or a loaded checkpoint must agree on these."""
     keys = ("task", "model", "inputs", "precision", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay", "seed",
-            "distance", "margin", "mining", "sampler", "crops_per_clip")
+            "distance", "margin", "mining", "negatives", "sampler", "crops_per_clip", "tag_weight")
     c = {k: getattr(a, k) for k in keys}
     c["inputs"] = list(a.inputs)
     c["features"] = str(a.features)
@@ -177,7 +190,10 @@ def train(a) -> int:
     labels_train = ff.labels[split["train"]]
     loader_kw = dict(num_workers=a.workers, pin_memory=device.type == "cuda", collate_fn=Crops.collate)
 
-    n_items = len(split["train"]) * a.crops_per_clip
+    crops_per_clip = a.crops_per_clip
+    if crops_per_clip == "auto":  # one epoch ~ one pass over the training audio, whatever the clip length
+        crops_per_clip = max(1, int(round(np.median(ff.n_frames[split["train"]]) / length)))
+    n_items = len(split["train"]) * crops_per_clip
     sampler = None
     try:
         if a.task == "metric" and a.mining != "none":
@@ -195,7 +211,7 @@ def train(a) -> int:
         """Index batches of one epoch, a pure function of (seed, epoch) so a resumed run repeats them."""
         rng = np.random.default_rng([a.seed, epoch])
         if a.task == "tagging":
-            order = np.concatenate([rng.permutation(len(split["train"])) for _ in range(a.crops_per_clip)])
+            order = np.concatenate([rng.permutation(len(split["train"])) for _ in range(crops_per_clip)])
             out = [order[i:i + a.batch].tolist() for i in range(0, n_items, a.batch)]
             if len(out) > 1 and len(out[-1]) < 2:  # BatchNorm cannot train on a batch of one
                 out[-2] += out.pop()
@@ -210,7 +226,8 @@ def train(a) -> int:
     if a.task == "tagging":
         model = build_model(a.model, ff.bins, n_mels=n_mels, n_out=len(ff.tags))
     else:
-        model = build_embedding_model(a.model, ff.bins, dim=a.dim, n_mels=n_mels)
+        model = build_embedding_model(a.model, ff.bins, dim=a.dim, n_mels=n_mels,
+                                      n_tags=len(ff.tags) if a.tag_weight > 0 else 0)
     # channels-last convolutions and bf16 autocast: about 2-3x faster CPU steps where oneDNN has bf16.
     model.to(device, memory_format=torch.channels_last)
     bf16 = a.precision == "bf16" or (a.precision == "auto" and bf16_supported(device))
@@ -229,10 +246,11 @@ def train(a) -> int:
     with open(out / "config.json", "w") as fh:
         json.dump({**config, "features_file": str(a.features), "feature_params": {k: ff.header[k] for k in (
             "sr", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "n_mfcc", "n_chroma", "top_db")},
-            "frames": length, "tags": list(ff.tags), "n_params": count_parameters(model)}, fh, indent=2)
+            "frames": length, "crops_per_clip_used": crops_per_clip, "tags": list(ff.tags),
+            "n_params": count_parameters(model)}, fh, indent=2)
     log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
         f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
-        f"train/valid/test clips, {device}{' bf16' if bf16 else ''}")
+        f"train/valid/test clips, {crops_per_clip} crop(s) per clip per epoch, {device}{' bf16' if bf16 else ''}")
 
     def loss_of(x, y):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -242,9 +260,14 @@ def train(a) -> int:
             return F.binary_cross_entropy_with_logits(out, y)
         emb = out
         if a.mining != "none":
-            return batch_triplet_loss(emb, y, margin=a.margin, distance=a.distance, mining=a.mining)
-        anc, pos, neg = emb.chunk(3)
-        return triplet_loss(anc, pos, neg, margin=a.margin, distance=a.distance)
+            loss = batch_triplet_loss(emb, y, margin=a.margin, distance=a.distance, mining=a.mining,
+                                      graded=a.negatives == "graded")
+        else:
+            anc, pos, neg = emb.chunk(3)
+            loss = triplet_loss(anc, pos, neg, margin=a.margin, distance=a.distance)
+        if model.tag_head is not None:
+            loss = loss + a.tag_weight * F.binary_cross_entropy_with_logits(model.tag_head(emb), y)
+        return loss
 
     @torch.no_grad()
     def run_eval(dataset, loss_batches=None):
@@ -271,7 +294,7 @@ def train(a) -> int:
         else:
             e = torch.from_numpy(emb)
             loss = float(batch_triplet_loss(e, torch.from_numpy(labels), margin=a.margin, distance=a.distance,
-                                            mining="semihard"))
+                                            mining="semihard", graded=a.negatives == "graded"))
         return scores, emb, labels, loss
 
     def scores_of(scores, emb, labels) -> dict:
