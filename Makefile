@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/python pipeline/extract.py --features mel,mfcc,chroma
 	$(call train,tagging-baseline,--model baseline --epochs $(DEMO_EPOCHS))
 	$(call train,tagging-shortres,--epochs $(DEMO_EPOCHS))
-	$(call train,metric-shortres,--task metric --epochs $(DEMO_EPOCHS))
+	$(call train,metric-shortres,--task metric --init $(RUNS)/tagging-shortres --epochs $(DEMO_EPOCHS))
 	$(BIN)/python eval/auc.py $(RUNS)/tagging-shortres/predictions.npy
 	$(BIN)/python eval/recall.py $(RUNS)/metric-shortres/embeddings.npy
 	$(BIN)/python train/report.py $(RUNS)

@@ -6,8 +6,9 @@ Tagging (test ROC-AUC / PR-AUC, macro over tags): ``baseline``, ``cnn2d`` and ``
 ``train/run.py`` with its default budget, and a logistic regression per tag (scikit-learn) on each
 clip's MFCC mean and standard deviation, fitted on the same train split.
 
-Metric learning (test Recall@K): the default metric model (triplets with semi-hard mining plus the
-auxiliary tag loss), the same with triplets alone, and the course's linear projection with
+Metric learning (test Recall@K): the metric model started from the ``shortres`` tagging run above
+(``--init``), the same trained from scratch (the default ``--task metric``), from scratch with
+triplets alone (shared-tag negatives, no tag loss), and the course's linear projection with
 tag-sampled triplets, against random embeddings, the same backbone untrained, and cosine nearest
 neighbours on the MFCC statistics. All numbers come from ``eval/``.
 """
@@ -98,9 +99,11 @@ def main(argv=None) -> int:
 
     metric = {}
     for name, folder, argv_m in (
-            ("shortres, semi-hard triplets + tag loss (default)", "metric-shortres", ["--task", "metric"]),
-            ("shortres, semi-hard triplets alone", "metric-shortres-triplets", ["--task", "metric",
-                                                                               "--tag-weight", "0"]),
+            ("shortres started from the tagging run (--init)", "metric-shortres-init",
+             ["--task", "metric", "--init", str(a.out / "tagging-shortres")]),
+            ("shortres from scratch (default --task metric)", "metric-shortres", ["--task", "metric"]),
+            ("shortres from scratch, triplets alone", "metric-shortres-triplets",
+             ["--task", "metric", "--tag-weight", "0", "--negatives", "disjoint"]),
             ("linear projection, tag triplets (course)", "metric-linear", [
                 "--task", "metric", "--model", "linear", "--mining", "none", "--sampler", "tag", "--tag-weight", "0"])):
         folder = a.out / folder

@@ -142,6 +142,26 @@ def test_metric_tag_loss_is_added(feats, tmp_path, monkeypatch):
     assert seen
 
 
+def test_metric_init_from_a_tagging_run(feats, tmp_path, capsys):
+    tagging = tmp_path / "tagging"
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(tagging), *FAST]) == 0
+    metric = ["--features", str(feats), "--task", "metric", "--model", "cnn2d", *FAST, "--epochs", "1"]
+    # A learning rate of ~0 keeps the started weights: they must be the tagging run's, and so its scaling.
+    assert run.main([*metric, "--init", str(tagging), "--lr", "1e-12", "--out", str(tmp_path / "m")]) == 0
+    src = torch.load(tagging / "best.pt", weights_only=False)
+    dst = torch.load(tmp_path / "m" / "best.pt", weights_only=False)
+    conv = [k for k in src["model"] if k.endswith("weight") and src["model"][k].dim() == 4]
+    assert conv and all(torch.allclose(src["model"][k], dst["model"]["backbone." + k], atol=1e-6) for k in conv)
+    np.testing.assert_array_equal(src["mean"], dst["mean"])
+    capsys.readouterr()
+    baseline = tmp_path / "baseline"
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(baseline), *FAST]) == 0
+    assert run.main([*metric, "--init", str(baseline), "--out", str(tmp_path / "m2")]) == 2
+    assert "needs a tagging run of 'cnn2d'" in capsys.readouterr().err
+    assert run.main([*metric, "--init", str(tmp_path / "none"), "--out", str(tmp_path / "m3")]) == 2
+    assert "no best.pt there" in capsys.readouterr().err
+
+
 def test_auto_crops_cover_the_training_audio(feats, tmp_path):
     out = tmp_path / "run"
     assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), "--epochs", "1",
@@ -177,6 +197,8 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, 
     (["--crops-per-clip", "many"], "--crops-per-clip must be a whole number or auto"),
     (["--crops-per-clip", "0"], "--crops-per-clip must be at least 1"),
     (["--tag-weight", "-1"], "--tag-weight"),
+    (["--init", "x"], "use it with --task metric"),
+    (["--task", "metric", "--model", "linear", "--init", "x"], "no backbone"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fraction of the anchor's tags than the positive (graded), or only clips sharing none")
     p.add_argument("--sampler", choices=("tag", "overlap"), default="overlap",
                    help="--task metric with --mining none: the course's tag sampling or the multi-label-aware one")
+    p.add_argument("--init", type=Path, default=None,
+                   help="--task metric: start the backbone from the best checkpoint of this tagging run folder "
+                        "(same --model and --inputs), as metric learning usually starts from a classifier")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training steps in bfloat16 autocast (weights stay fp32; evaluation is always fp32); "
@@ -112,6 +115,10 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
     if a.seconds <= 0 or a.lr <= 0 or a.margin < 0 or a.workers < 0 or a.tag_weight < 0:
         parser.error("--seconds and --lr must be positive, --margin, --tag-weight and --workers not negative")
+    if a.init and a.task != "metric":
+        parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
+    if a.init and a.model == "linear":
+        parser.error("--init: the linear projection has no backbone to start from a tagging run")
     if a.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
     return a
@@ -122,6 +129,7 @@ def config_of(a) -> dict:
     keys = ("task", "model", "inputs", "precision", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay", "seed",
             "distance", "margin", "mining", "negatives", "sampler", "crops_per_clip", "tag_weight")
     c = {k: getattr(a, k) for k in keys}
+    c["init"] = str(a.init) if a.init else None
     c["inputs"] = list(a.inputs)
     c["features"] = str(a.features)
     return c
@@ -138,6 +146,20 @@ def save_atomically(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def load_init(run: Path, model: str, inputs) -> dict:
+    """The best checkpoint of a tagging run (weights, mean, std), checked to fit ``model`` on ``inputs``."""
+    ckpt_path = run / "best.pt"
+    if not ckpt_path.is_file():
+        raise FeedError(f"--init {run}: no best.pt there; train a tagging run first (`python train/run.py`)")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    cfg = ckpt.get("config", {})
+    if cfg.get("task") != "tagging" or cfg.get("model") != model or list(cfg.get("inputs", [])) != list(inputs):
+        raise FeedError(f"--init {run}: a {cfg.get('task')!r} run of {cfg.get('model')!r} on "
+                        f"{','.join(cfg.get('inputs', []))}, but this run needs a tagging run of {model!r} on "
+                        f"{','.join(inputs)}; pick a matching run or drop --init")
+    return ckpt
 
 
 def main(argv=None) -> int:
@@ -183,7 +205,11 @@ def train(a) -> int:
     for s, idx in split.items():
         if len(idx) == 0:
             raise FeedError(f"{a.features}: the {s} split is empty")
-    mean, std = (resume["mean"], resume["std"]) if resume else standardizer(ff, split["train"], seed=a.seed)
+    init = load_init(a.init, a.model, a.inputs) if a.init and not resume else None
+    if resume or init:  # a started backbone learnt on inputs scaled this way
+        mean, std = (resume or init)["mean"], (resume or init)["std"]
+    else:
+        mean, std = standardizer(ff, split["train"], seed=a.seed)
     train_set = Crops(ff, split["train"], length, mean, std, "random")
     val_set = Crops(ff, split["valid"], length, mean, std, "fixed")
     test_set = Crops(ff, split["test"], length, mean, std, "chunks")
@@ -237,6 +263,8 @@ def train(a) -> int:
         opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=a.lr_factor, patience=a.patience)
     start_epoch, best, history = 1, -math.inf, []
+    if init:
+        model.backbone.load_state_dict(init["model"])
     if resume:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["opt"])
