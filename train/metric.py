@@ -11,8 +11,8 @@ Labels are the ``(N, n_tags)`` 0/1 matrix of the tagging task. Two clips are *po
 for each other when they share at least one tag (or, with ``min_jaccard``, when their tag
 sets are similar enough), *negative* when they share none; with ``graded=True`` the in-batch
 loss instead takes as negatives of a pair every clip overlapping the anchor less than the
-positive does. Distances are either cosine
-(``1 - cos``, so a margin means the same thing as in the course's cosine loss) or Euclidean.
+positive does. Distances are either cosine (``1 - cos``, so a margin means the same thing as
+in the course's cosine loss) or Euclidean.
 """
 from __future__ import annotations
 
