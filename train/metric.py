@@ -118,6 +118,13 @@ def pairwise_distances(embeddings: torch.Tensor, distance: str = "cosine") -> to
     return d2.clamp_min(1e-12).sqrt()
 
 
+def _overlap(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tag-set intersection and union sizes of every pair of rows of a 0/1 float matrix."""
+    inter = y @ y.T
+    size = y.sum(dim=1)
+    return inter, size[:, None] + size[None, :] - inter
+
+
 def triplet_masks(labels, min_jaccard: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive and negative pair masks of a batch from its multi-label vectors.
 
@@ -138,13 +145,11 @@ def triplet_masks(labels, min_jaccard: float | None = None) -> tuple[torch.Tenso
     y = torch.as_tensor(labels).float()
     if y.dim() != 2:
         raise ValueError(f"labels must be (B, n_tags), got shape {tuple(y.shape)}")
-    inter = y @ y.T
+    inter, union = _overlap(y)
     eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
     if min_jaccard is None:
         positive = inter > 0
     else:
-        size = y.sum(dim=1)
-        union = size[:, None] + size[None, :] - inter
         positive = (inter > 0) & (inter >= min_jaccard * union)
     negative = inter == 0
     return positive & ~eye, negative & ~eye
@@ -226,11 +231,9 @@ def batch_triplet_loss(
 
     positive, negative = triplet_masks(labels, min_jaccard)
     if graded:
-        y = labels.float()
-        inter = y @ y.T
-        size = y.sum(dim=1)
-        jac = inter / (size[:, None] + size[None, :] - inter).clamp_min(1)
-        eye = torch.eye(len(y), dtype=torch.bool, device=y.device)
+        inter, union = _overlap(labels.float())
+        jac = inter / union.clamp_min(1)
+        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         neg = (jac[:, None, :] < jac[:, :, None]) & ~eye[:, None, :]  # (a, p, n)
     else:
         neg = negative[:, None, :].expand(-1, len(labels), -1)  # (a, p, n), the same for every p
