@@ -70,24 +70,15 @@ def test_cnn2d_global_max_pool_for_longer_input():
 
 @pytest.mark.parametrize("name", ["baseline", "cnn2d", "shortres", "linear"])
 @pytest.mark.parametrize("t", [188, 250])
-def test_logits_and_embedding_shapes_mel_only(name, t):
-    model = build_model(name, N_MELS).eval()
-    x = _x(2, N_MELS, t)
+@pytest.mark.parametrize("bins", [N_MELS, ALL_BINS], ids=["mel", "mel+mfcc+chroma"])
+def test_logits_and_embedding_shapes(name, t, bins):
+    model = build_model(name, bins).eval()
+    x = _x(2, bins, t)
     with torch.no_grad():
         logits, emb = model(x), model.embed(x)
     assert logits.shape == (2, 50)
     assert emb.shape == (2, model.embed_dim)
     assert torch.isfinite(logits).all()
-
-
-@pytest.mark.parametrize("name", ["baseline", "cnn2d", "shortres", "linear"])
-@pytest.mark.parametrize("t", [188, 250])
-def test_shapes_with_mfcc_and_chroma(name, t):
-    model = build_model(name, ALL_BINS).eval()
-    x = _x(2, ALL_BINS, t)
-    with torch.no_grad():
-        assert model(x).shape == (2, 50)
-        assert model.embed(x).shape == (2, model.embed_dim)
 
 
 def test_forward_is_head_of_embed_in_eval():
