@@ -2,7 +2,7 @@
 
 The corpus has the layout and the annotation format of the real release (see ``/work/shared/MTAT.md``)::
 
-    ROOT/annotations_final.csv     tab-separated, every field quoted: clip_id, 188 tag columns, mp3_path
+    ROOT/annotations_final.csv     tab-separated, every field quoted, CRLF: clip_id, 188 tag columns, mp3_path
     ROOT/mp3/<f>/<artist>-<album>-<NN>-<title>-<start>-<end>.mp3     16 kHz mono MP3, <f> in 0-9, a-f
     ROOT/waveform/<f>/....npy      (``waveform=True``) the decoded MP3 as 16 kHz float32
     ROOT/latent.csv                the hidden attributes every clip was rendered from (not in MTAT)
@@ -2398,7 +2398,7 @@ def _read_json(path: Path) -> dict:
 
 def _write_csvs(root: Path, clips: list[ClipPlan]) -> Path:
     buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_ALL, lineterminator="\n")
+    w = csv.writer(buf, delimiter="\t", quoting=csv.QUOTE_ALL, lineterminator="\r\n")
     w.writerow(["clip_id", *COLUMNS, "mp3_path"])
     for c in clips:
         tags = set(c.tags)
