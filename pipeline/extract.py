@@ -11,6 +11,8 @@ then renamed). Bad clips are reported, listed in ``OUT`` with suffix ``.log`` an
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import multiprocessing as mp
 import os
 import sys
@@ -47,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=32, help="clips per front-end batch")
     p.add_argument("--min-seconds", type=float, default=3.0,
                    help="skip clips shorter than this (the trainer's default crop is 3 s)")
-    p.add_argument("--max-seconds", type=float, default=60.0, help="truncate clips longer than this")
+    p.add_argument("--max-seconds", type=float, default=600.0,
+                   help="truncate clips longer than this (each clip is stored at its own length up to this)")
+    p.add_argument("--dtype", choices=store.DTYPES, default="float32",
+                   help="storage type of the features; float16 halves the file (the trainer reads either)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output or partial run made with other parameters")
     fp = FeatureParams()
@@ -100,16 +105,63 @@ def estimate_samples(path: Path) -> int:
         return 0
 
 
+def clip_rooms(paths: list[Path], args) -> np.ndarray:
+    """Frames to reserve for each clip: its length from the file header, capped by ``--max-seconds``.
+
+    A header that cannot be read gets the cap, so a clip the decoder can still read loses nothing.
+    """
+    cap = int(args.max_seconds * SR)
+    samples = np.array([estimate_samples(p) or cap for p in paths], np.int64)
+    return np.array([args.params.n_frames(int(n)) for n in np.minimum(samples, cap)], np.int32)
+
+
 def _decode(task):
-    """Worker: ``(row, path, min_samples)`` -> ``(row, waveform or None, error or None)``."""
-    row, path, min_samples = task
+    """Worker: ``(row, path, min_samples, max_samples)`` -> ``(row, waveform or None, error or None, n)``.
+
+    The waveform is cut to ``max_samples``; ``n`` is its length before the cut.
+    """
+    row, path, min_samples, max_samples = task
     try:
         y = load_audio(path, sr=SR)
     except AudioError as exc:
-        return row, None, str(exc)
+        return row, None, str(exc), 0
     if len(y) < min_samples:
-        return row, None, f"{path}: too short ({len(y) / SR:.2f} s; --min-seconds is {min_samples / SR:.2f})"
-    return row, y, None
+        return row, None, f"{path}: too short ({len(y) / SR:.2f} s; --min-seconds is {min_samples / SR:.2f})", len(y)
+    return row, y[:max_samples], None, len(y)
+
+
+def plan_batches(rooms: np.ndarray, batch: int, budget: int) -> list[tuple[int, int]]:
+    """Consecutive clip ranges ``[start, end)`` for the front-end.
+
+    A range holds at most ``batch`` clips and, padded to its longest clip, at most ``budget``
+    frames (a clip longer than that gets a range of its own), so long songs never make one batch
+    hold gigabytes. Ranges depend on the stored rooms only, so a resumed run repeats them.
+    """
+    out, start, longest = [], 0, 0
+    for i, r in enumerate(np.asarray(rooms, np.int64)):
+        longest_with = max(longest, int(r))
+        if i > start and (i - start + 1 > batch or (i - start + 1) * longest_with > budget):
+            out.append((start, i))
+            start, longest_with = i, int(r)
+        longest = longest_with
+    if len(rooms):
+        out.append((start, len(rooms)))
+    return out
+
+
+def imap_bounded(pool, fn, tasks, ahead: int):
+    """``pool.imap(fn, tasks)`` with at most ``ahead`` results in flight.
+
+    ``Pool.imap`` queues every task at once and buffers results the consumer has not taken: when
+    decoding outpaces the front-end, decoded audio piles up (some 40 GB for MTAT).
+    """
+    it = iter(tasks)
+    flight = collections.deque(pool.apply_async(fn, (t,)) for t in itertools.islice(it, ahead))
+    while flight:
+        result = flight.popleft().get()
+        for t in itertools.islice(it, 1):
+            flight.append(pool.apply_async(fn, (t,)))
+        yield result
 
 
 def _same_run(h: dict, want: dict) -> list[str]:
@@ -135,7 +187,7 @@ def main(argv=None) -> int:
         return _fail(f"{root / ANNOTATIONS}: no clip with one of the 50 tags in the {args.split!r} split")
 
     want = dict(features=args.features, split_scheme=args.split, source=str(Path(root).resolve()),
-                audio_kind=layout.kind, **args.params.as_dict())
+                audio_kind=layout.kind, dtype=args.dtype, **args.params.as_dict())
     out, part = args.out, args.out.with_name(args.out.name + ".part")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not args.overwrite:
@@ -164,10 +216,13 @@ def main(argv=None) -> int:
             if not np.array_equal(table["clip_id"].to_numpy(), clips["clip_id"].to_numpy()):
                 return _fail(f"{part} was made from another annotation file; pass --overwrite to discard it")
     if not part.exists() or args.overwrite:
-        longest = max(estimate_samples(p) for p in paths)
-        max_frames = args.params.n_frames(min(longest, int(args.max_seconds * SR)))
-        store.create(part, clips, args.features, args.params, max_frames, **{k: want[k] for k in
-                     ("split_scheme", "source", "audio_kind")})
+        rooms = clip_rooms(paths, args)
+        try:
+            store.check_space(part, store.nbytes(rooms, args.features, args.params, args.dtype))
+        except store.StoreError as exc:
+            return _fail(str(exc))
+        store.create(part, clips, args.features, args.params, rooms, args.dtype,
+                     **{k: want[k] for k in ("split_scheme", "source", "audio_kind")})
 
     writer = store.Writer(part)
     n_done_before = int((writer.status == 1).sum())
@@ -192,50 +247,53 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
     import torch
     from tqdm import tqdm
 
-    n, B = len(paths), args.batch
-    pending = [b for b in range(0, n, B) if (writer.status[b:b + B] != 1).any()]
-    rows = [i for b in pending for i in range(b, min(b + B, n))]
+    n = len(paths)
+    ranges = plan_batches(writer.room, args.batch, args.batch * args.params.n_frames(30 * SR))
+    pending = [(b, e) for b, e in ranges if (writer.status[b:e] != 1).any()]
+    rows = [i for b, e in pending for i in range(b, e)]
     # Clips skipped by an earlier run of this file are decoded again only to list why.
     queued = set(rows)
     rows += [i for i in np.flatnonzero(writer.status == -1) if i not in queued]
-    min_samples = int(args.min_seconds * SR)
-    tasks = [(i, paths[i], min_samples) for i in rows]
+    min_samples, max_samples = int(args.min_seconds * SR), int(args.max_seconds * SR)
+    tasks = [(i, paths[i], min_samples, max_samples) for i in rows]
     device = pick_device(args.device)
     # The pool is forked before torch starts its threads, which must not be inherited.
     pool = mp.Pool(args.workers) if args.workers > 0 and len(tasks) > 1 else None
-    results = pool.imap(_decode, tasks, chunksize=2) if pool else map(_decode, tasks)
+    results = imap_bounded(pool, _decode, tasks, ahead=2 * args.batch + 2 * args.workers) if pool \
+        else map(_decode, tasks)
     frontend = FrontEnd(args.features, args.params).to(device)
     errors, audio_seconds, truncated, t0 = {}, 0.0, 0, time.time()
     bar = tqdm(total=len(tasks), unit="clip", disable=args.quiet, dynamic_ncols=True, desc="extract")
-    batch_of = {i: b for b in pending for i in range(b, min(b + B, n))}
-    waiting: dict[int, dict] = {}
+    batch_of = {i: (b, e) for b, e in pending for i in range(b, e)}
+    waiting: dict[tuple[int, int], dict] = {}
     try:
-        for row, y, err in results:
+        for row, y, err, full in results:
             bar.update(1)
             if err:
                 errors[row] = err
                 bar.write(f"skipped: {err}")
-            b = batch_of.get(row)
-            if b is None:  # a re-listed old failure: its batch is already done
+            be = batch_of.get(row)
+            if be is None:  # a re-listed old failure: its batch is already done
                 continue
-            got = waiting.setdefault(b, {})
-            got[row] = y
-            if len(got) < min(b + B, n) - b:
+            got = waiting.setdefault(be, {})
+            got[row] = (y, full)
+            if len(got) < be[1] - be[0]:
                 continue
-            del waiting[b]
-            good = [i for i in sorted(got) if got[i] is not None]
-            bad = [i for i in sorted(got) if got[i] is None]
+            del waiting[be]
+            good = [i for i in sorted(got) if got[i][0] is not None]
+            bad = [i for i in sorted(got) if got[i][0] is None]
             feats, n_frames = {}, np.zeros(0, np.int64)
             if good:
-                lengths = np.array([len(got[i]) for i in good])
+                lengths = np.array([len(got[i][0]) for i in good])
                 wave = np.zeros((len(good), lengths.max()), np.float32)
                 for j, i in enumerate(good):
-                    wave[j, :lengths[j]] = got[i]
+                    wave[j, :lengths[j]] = got[i][0]
                 res = frontend(torch.from_numpy(wave).to(device), torch.from_numpy(lengths).to(device))
                 n_frames = res.pop("n_frames").cpu().numpy()
                 feats = {k: v.cpu().numpy() for k, v in res.items()}
                 audio_seconds += lengths.sum() / SR
-                truncated += int((n_frames > writer.max_frames).sum())
+                cut = np.array([got[i][1] > max_samples for i in good])
+                truncated += int((cut | (n_frames > writer.room[good])).sum())
             writer.write(good, feats, n_frames, bad)
             bar.set_postfix(skipped=len(errors))
     finally:

@@ -1,27 +1,34 @@
-"""The features file: chunked HDF5, one uncompressed chunk per clip and feature.
+"""The features file: chunked HDF5, every clip's frames back to back in one dataset per feature.
 
-Layout (``N`` clips, ``T`` = ``max_frames``)::
+Layout (``N`` clips, ``F`` = the sum of the clips' rooms, in frames)::
 
     /tags          (50,)         str     tag names, label order
     /clip_id       (N,)          int64
     /mp3_path      (N,)          str
     /split         (N,)          str     'train' | 'valid' | 'test'
     /labels        (N, 50)       uint8
-    /n_frames      (N,)          int32   valid frames of each clip (the rest is zero padding)
+    /frame_start   (N,)          int64   first frame of each clip's room in the feature datasets
+    /room          (N,)          int32   frames reserved for each clip (its length from the audio header,
+                                         capped by ``--max-seconds``); ``frame_start`` is their running sum
+    /n_frames      (N,)          int32   valid frames of each clip (the rest of its room is zero)
     /status        (N,)          int8    1 extracted, 0 not yet, -1 skipped (bad clip)
-    /<feature>     (N, T, bins)  float32 chunks (1, T, bins): 'mel', 'mfcc', 'chroma'
+    /<feature>     (F, bins)     float32 or float16, time-major, chunks of ``CHUNK_FRAMES`` frames:
+                                         'mel', 'mfcc', 'chroma'
 
-Root attributes: ``format``, ``version``, ``features``, every ``FeatureParams`` field, ``max_frames``,
+Root attributes: ``format``, ``version``, ``features``, ``dtype``, every ``FeatureParams`` field,
 ``split_scheme``, ``source`` and ``audio_kind``.
 
-All chunks are allocated when the file is created and nothing but raw data is written after that,
-so a run killed at any moment leaves the HDF5 structure intact: resuming only needs ``status``.
-Time-major chunks make a crop of consecutive frames one contiguous byte range, which the trainer
-reads through ``numpy.memmap`` at the offsets given by :func:`chunk_offsets`.
+Each clip gets the room its own length needs, so a collection of 30-s and 10-min songs stores no
+padding up to the longest one. All chunks are allocated when the file is created, uncompressed, and
+nothing but raw data is written after that, so a run killed at any moment leaves the HDF5 structure
+intact: resuming only needs ``status``. Time-major storage makes a crop of consecutive frames one
+contiguous byte range within a chunk (two where it crosses a chunk boundary), which the trainer reads
+through ``numpy.memmap`` at the offsets given by :func:`chunk_offsets`.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -32,7 +39,11 @@ from data.mtat import TAGS
 from features.frontend import FeatureParams, parse_features
 
 FORMAT = "mtat-toolkit/features"
-VERSION = 1
+VERSION = 2
+#: Frames per chunk: 1024 frames of 96 float32 mel bins are 384 KiB, inside HDF5's advised range.
+CHUNK_FRAMES = 1024
+#: Storage types of the feature datasets (float16 halves the file; the feed always gives float32).
+DTYPES = ("float32", "float16")
 _STR = h5py.string_dtype("utf-8")
 
 
@@ -40,7 +51,28 @@ class StoreError(ValueError):
     """A features file that cannot be used as asked; the message names it and says what to do."""
 
 
-def create(path, clips: pd.DataFrame, features, params: FeatureParams, max_frames: int, **attrs) -> None:
+def nbytes(rooms, features, params: FeatureParams, dtype: str = "float32") -> int:
+    """Bytes the feature datasets of a file with these per-clip ``rooms`` (frames) take on disk."""
+    frames = int(np.sum(rooms, dtype=np.int64))
+    chunked = -(-frames // CHUNK_FRAMES) * CHUNK_FRAMES  # whole chunks are allocated
+    return chunked * sum(params.bins(f) for f in parse_features(features)) * np.dtype(dtype).itemsize
+
+
+def check_space(path, need: int) -> None:
+    """Raise :class:`StoreError` when the disk holding ``path`` has less than ``need`` bytes free.
+
+    Chunks are allocated without being written, so a too-small disk would only fail later, mid-run.
+    """
+    folder = Path(path).resolve().parent
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise StoreError(f"{path}: the features need {need / 2**30:.2f} GiB but {folder} has "
+                         f"{free / 2**30:.2f} GiB free; free some space, choose another --out, store "
+                         "--dtype float16 or extract fewer --features")
+
+
+def create(path, clips: pd.DataFrame, features, params: FeatureParams, rooms, dtype: str = "float32",
+           **attrs) -> None:
     """Create an empty features file for ``clips`` with every chunk allocated.
 
     Parameters
@@ -51,29 +83,39 @@ def create(path, clips: pd.DataFrame, features, params: FeatureParams, max_frame
         ``clip_id``, ``mp3_path``, ``split`` and the 50 tag columns, as ``data.mtat.read_annotations``.
     features : sequence of str
     params : FeatureParams
-    max_frames : int
-        Frames per clip slot; longer clips are truncated by the writer.
+    rooms : array-like of int [shape=(N,)]
+        Frames reserved for each clip (at least 1); longer clips are truncated by the writer.
+    dtype : {'float32', 'float16'}
+        Storage type of the features.
     **attrs
         Extra root attributes describing the source (``split_scheme``, ``source``, ``audio_kind``).
     """
     features = parse_features(features)
-    n = len(clips)
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    rooms = np.asarray(rooms, np.int32)
+    if len(rooms) != len(clips) or (rooms < 1).any():
+        raise ValueError(f"need one room of at least 1 frame per clip ({len(clips)}), got {len(rooms)}")
+    starts = np.concatenate([[0], np.cumsum(rooms[:-1], dtype=np.int64)])
+    total = int(starts[-1] + rooms[-1]) if len(rooms) else 0
     with h5py.File(path, "w") as f:
-        f.attrs.update(format=FORMAT, version=VERSION, features=",".join(features), max_frames=max_frames,
+        f.attrs.update(format=FORMAT, version=VERSION, features=",".join(features), dtype=dtype,
                        **params.as_dict(), **attrs)
         f["tags"] = np.array(TAGS, dtype=object).astype(_STR)
         f["clip_id"] = clips["clip_id"].to_numpy(np.int64)
         f.create_dataset("mp3_path", data=clips["mp3_path"].to_numpy(object), dtype=_STR)
         f.create_dataset("split", data=clips["split"].to_numpy(object), dtype=_STR)
         f["labels"] = clips[list(TAGS)].to_numpy(np.uint8)
-        f["n_frames"] = np.zeros(n, np.int32)
-        f["status"] = np.zeros(n, np.int8)
+        f["frame_start"] = starts
+        f["room"] = rooms
+        f["n_frames"] = np.zeros(len(rooms), np.int32)
+        f["status"] = np.zeros(len(rooms), np.int8)
         for name in features:
             dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
             dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # every chunk is written whole, padding included
-            f.create_dataset(name, shape=(n, max_frames, params.bins(name)), dtype=np.float32,
-                             chunks=(1, max_frames, params.bins(name)), dcpl=dcpl)
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # every room is written whole, padding included
+            f.create_dataset(name, shape=(max(total, 1), params.bins(name)), dtype=dtype,
+                             chunks=(min(CHUNK_FRAMES, max(total, 1)), params.bins(name)), dcpl=dcpl)
 
 
 def header(path) -> dict:
@@ -102,18 +144,20 @@ def header(path) -> dict:
 
 
 def read_table(path) -> pd.DataFrame:
-    """Per-clip table of a features file: clip_id, mp3_path, split, n_frames, status and labels.
+    """Per-clip table of a features file: clip_id, mp3_path, split, frame_start, room, n_frames, status.
 
     Returns
     -------
     pandas.DataFrame
-        One row per clip slot, in file order; ``labels`` is an (N, 50) uint8 array in ``df.attrs``.
+        One row per clip, in file order; ``labels`` is an (N, 50) uint8 array in ``df.attrs``.
     """
     with h5py.File(path, "r") as f:
         df = pd.DataFrame({
             "clip_id": f["clip_id"][:],
             "mp3_path": f["mp3_path"].asstr()[:],
             "split": f["split"].asstr()[:],
+            "frame_start": f["frame_start"][:],
+            "room": f["room"][:],
             "n_frames": f["n_frames"][:],
             "status": f["status"][:],
         })
@@ -122,20 +166,37 @@ def read_table(path) -> pd.DataFrame:
     return df
 
 
-def chunk_offsets(path, feature: str) -> np.ndarray:
-    """Byte offset in the file of each clip's chunk of ``feature``.
+def read_clip(f: h5py.File, feature: str, i: int, valid: bool = True) -> np.ndarray:
+    """Frames of clip ``i`` from an open features file: ``(n_frames, bins)``, or its whole room."""
+    start = int(f["frame_start"][i])
+    n = int(f["n_frames"][i] if valid else f["room"][i])
+    return f[feature][start:start + n]
 
-    A clip's chunk holds ``max_frames x bins`` float32 values, C order, uncompressed, so frame ``t``
-    of clip ``i`` starts at ``offsets[i] + t * bins * 4``.
+
+def chunk_offsets(path, feature: str) -> tuple[np.ndarray, int]:
+    """Byte offset in the file of every chunk of ``feature``, in frame order, and the chunk's frames.
+
+    Chunks hold ``C x bins`` values, C order, uncompressed, so frame ``g`` of the dataset (clip
+    ``i``'s frame ``t`` is ``g = frame_start[i] + t``) starts at ``offsets[g // C] + (g % C) * bins *
+    itemsize``.
     """
     with h5py.File(path, "r") as f:
         if feature not in f:
             raise StoreError(f"{path}: holds no {feature!r} features (it has {f.attrs['features']})")
         ds = f[feature]
-        if ds.compression is not None or ds.chunks != (1, *ds.shape[1:]):
-            raise StoreError(f"{path}: {feature!r} is not stored as one uncompressed chunk per clip")
-        return np.array([ds.id.get_chunk_info_by_coord((i, 0, 0)).byte_offset for i in range(ds.shape[0])],
-                        dtype=np.int64)
+        if ds.compression is not None or ds.chunks is None or ds.chunks[1] != ds.shape[1]:
+            raise StoreError(f"{path}: {feature!r} is not stored in uncompressed time-major chunks")
+        step = ds.chunks[0]
+        offsets = np.full(-(-ds.shape[0] // step), -1, np.int64)
+        # One call for the whole index where HDF5 has it; the per-chunk query otherwise.
+        try:
+            ds.id.chunk_iter(lambda info: offsets.__setitem__(info.chunk_offset[0] // step, info.byte_offset))
+        except (AttributeError, NotImplementedError):
+            for k in range(len(offsets)):
+                offsets[k] = ds.id.get_chunk_info_by_coord((k * step, 0)).byte_offset
+        if (offsets < 0).any():
+            raise StoreError(f"{path}: {feature!r} has unallocated chunks; re-run extraction")
+        return offsets, step
 
 
 class Writer:
@@ -144,23 +205,26 @@ class Writer:
     def __init__(self, path):
         self.file = h5py.File(path, "r+")
         self.features = tuple(self.file.attrs["features"].split(","))
-        self.max_frames = int(self.file.attrs["max_frames"])
+        self.dtype = np.dtype(self.file.attrs["dtype"])
+        self.frame_start = self.file["frame_start"][:]
+        self.room = self.file["room"][:]
         self.status = self.file["status"][:]
         self.n_frames = self.file["n_frames"][:]
 
     def write(self, rows: list[int], feats: dict[str, np.ndarray], n_frames: np.ndarray, bad: list[int]) -> None:
         """Store a batch: ``feats[name][j]`` (frames, bins) for clip ``rows[j]``; mark ``bad`` as skipped.
 
-        Features are flushed before ``status`` so a clip is never marked done without its data.
+        Each clip's room is written whole (frames past its length as zeros, frames past its room
+        dropped). Features are flushed before ``status`` so a clip is never marked done without its data.
         """
+        kept = np.minimum(np.asarray(n_frames, np.int64), self.room[rows]) if rows else np.zeros(0, np.int64)
         for name in self.features:
             ds = self.file[name]
             for j, i in enumerate(rows):
-                block = np.zeros((self.max_frames, ds.shape[2]), np.float32)
-                t = min(int(n_frames[j]), self.max_frames)
-                block[:t] = feats[name][j, :t]
-                ds.id.write_direct_chunk((i, 0, 0), block.tobytes())
-        self.n_frames[rows] = np.minimum(n_frames, self.max_frames)
+                block = np.zeros((int(self.room[i]), ds.shape[1]), self.dtype)
+                block[:kept[j]] = feats[name][j, :kept[j]]
+                ds[self.frame_start[i]:self.frame_start[i] + len(block)] = block
+        self.n_frames[rows] = kept
         self.file["n_frames"][:] = self.n_frames
         self.file.flush()
         self.status[rows] = 1

@@ -47,15 +47,20 @@ def test_extract_round_trip(corpus, tmp_path, capsys):
     # Every stored clip equals the front-end applied to that clip alone, padding zeroed.
     fe = FrontEnd(("mel", "mfcc", "chroma"))
     layout = find_audio(corpus)
-    for i in (0, 7, len(clips) - 1):
-        y = load_audio(layout.path(clips["mp3_path"][i]))
-        ref = fe(torch.from_numpy(y)[None])
-        n = int(ref["n_frames"][0])
-        assert data["n_frames"][i] == n
-        for name in ("mel", "mfcc", "chroma"):
-            np.testing.assert_allclose(data[name][i, :n], ref[name][0].numpy(), atol=1e-3)
-            assert (data[name][i, n:] == 0).all()
-    assert data["mel"].shape[1] == max(data["n_frames"])  # slots sized from the longest clip
+    with h5py.File(out, "r") as f:
+        for i in (0, 7, len(clips) - 1):
+            y = load_audio(layout.path(clips["mp3_path"][i]))
+            ref = fe(torch.from_numpy(y)[None])
+            n = int(ref["n_frames"][0])
+            assert data["n_frames"][i] == n
+            for name in ("mel", "mfcc", "chroma"):
+                np.testing.assert_allclose(store.read_clip(f, name, i), ref[name][0].numpy(), atol=1e-3)
+                assert (store.read_clip(f, name, i, valid=False)[n:] == 0).all()
+    # Each clip has the room its own header length needs (not the longest clip's), back to back.
+    room, n_frames = data["room"], data["n_frames"]
+    assert len(set(n_frames)) > 1 and (room >= n_frames).all() and (room - n_frames < 63).all()
+    np.testing.assert_array_equal(data["frame_start"], np.concatenate([[0], np.cumsum(room)[:-1]]))
+    assert len(data["mel"]) == room.sum() and attrs["dtype"] == "float32"
 
 
 def test_memmap_offsets_equal_h5py(corpus, tmp_path):
@@ -63,12 +68,13 @@ def test_memmap_offsets_equal_h5py(corpus, tmp_path):
     assert run(corpus, out, "--features", "mel,chroma") == 0
     data, attrs = read_all(out)
     for name, bins in (("mel", 96), ("chroma", 12)):
-        offsets = store.chunk_offsets(out, name)
+        offsets, step = store.chunk_offsets(out, name)
+        assert step == store.CHUNK_FRAMES and len(offsets) == -(-len(data[name]) // step) > 2
         mm = np.memmap(out, dtype=np.float32, mode="r")
-        for i in range(len(offsets)):
-            start = offsets[i] // 4
-            clip = np.asarray(mm[start:start + attrs["max_frames"] * bins]).reshape(-1, bins)
-            np.testing.assert_array_equal(clip, data[name][i])
+        for k in range(len(offsets)):
+            ref = data[name][k * step:(k + 1) * step]
+            chunk = np.asarray(mm[offsets[k] // 4:offsets[k] // 4 + ref.size]).reshape(-1, bins)
+            np.testing.assert_array_equal(chunk, ref)
     with pytest.raises(store.StoreError, match="holds no 'mfcc' features"):
         store.chunk_offsets(out, "mfcc")
 
@@ -81,7 +87,9 @@ def test_both_audio_layouts_give_the_same_features(tmp_path):
     b, attrs_b = read_all(tmp_path / "npy.h5")
     assert attrs_a["audio_kind"] == "mp3" and attrs_b["audio_kind"] == "npy"
     np.testing.assert_array_equal(a["n_frames"], b["n_frames"])
-    np.testing.assert_allclose(a["mel"], b["mel"], atol=1e-4)
+    with h5py.File(tmp_path / "flat.h5", "r") as fa, h5py.File(tmp_path / "npy.h5", "r") as fb:
+        for i in range(len(a["n_frames"])):
+            np.testing.assert_allclose(store.read_clip(fa, "mel", i), store.read_clip(fb, "mel", i), atol=1e-4)
 
 
 def test_bad_clips_are_reported_and_skipped(corpus, tmp_path, capsys):
@@ -205,3 +213,59 @@ def test_resume_after_sigkill(tmp_path):
 def test_help_runs_from_repo_root():
     res = subprocess.run([sys.executable, "pipeline/extract.py", "--help"], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0 and "--features" in res.stdout and "--split" in res.stdout
+
+
+def test_float16_storage_equals_float32_rounded(corpus, tmp_path):
+    from train.feed import FeatureFile
+    a, b = tmp_path / "f32.h5", tmp_path / "f16.h5"
+    assert run(corpus, a) == 0 and run(corpus, b, "--dtype", "float16") == 0
+    da, attrs_a = read_all(a)
+    db, attrs_b = read_all(b)
+    assert attrs_b["dtype"] == "float16" and db["mel"].dtype == np.float16
+    for name in ("mel", "mfcc", "chroma"):
+        # float16 keeps 11 significant bits: relative error at most 2**-11, absolute 2**-25 for subnormals.
+        np.testing.assert_allclose(db[name].astype(np.float32), da[name], rtol=2 ** -11, atol=2 ** -24)
+        np.testing.assert_array_equal(db[name], da[name].astype(np.float16))
+    fa, fb = FeatureFile(a, ("mel", "mfcc", "chroma")), FeatureFile(b, ("mel", "mfcc", "chroma"))
+    for i in (0, len(fa) - 1):
+        xa, xb = fa.crop(i, 3, 50), fb.crop(i, 3, 50)
+        assert xb.dtype == np.float32
+        np.testing.assert_allclose(xb, xa, rtol=2 ** -11, atol=2 ** -24)
+    assert b.stat().st_size < 0.6 * a.stat().st_size
+    assert run(corpus, b) == 2  # a float32 run never mixes into a float16 file
+
+
+def test_not_enough_disk_exit_2(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(store.shutil, "disk_usage", lambda _: type("U", (), {"free": 2**19})())
+    out = tmp_path / "f.h5"
+    assert run(corpus, out) == 2
+    err = capsys.readouterr().err
+    assert "the features need" in err and "GiB but" in err and "0.00 GiB free" in err
+    assert not out.exists() and not out.with_name("f.h5.part").exists()
+
+
+def test_long_clips_get_their_own_room_and_the_cap_is_reported(tmp_path, capsys):
+    make_corpus(tmp_path, per_folder=1)
+    import soundfile as sf
+    clips = read_annotations(tmp_path / "annotations_final.csv", "gct634")
+    t = np.arange(16000 * 70) / 16000
+    long = tmp_path / "mp3" / clips["mp3_path"][0]
+    sf.write(long, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, format="MP3")
+    out = tmp_path / "f.h5"
+    assert run(tmp_path, out, "--max-seconds", "60") == 0
+    assert "truncated  1 clips longer than --max-seconds" in capsys.readouterr().out
+    data, _ = read_all(out)
+    cap = 1 + 60 * 16000 // 256
+    assert data["room"][0] == data["n_frames"][0] == cap
+    assert (data["room"][1:] < 6 * 16000 // 256 + 64).all()  # the short clips stay short
+    assert len(data["mel"]) == data["room"].sum()
+
+
+def test_batches_are_bounded_in_clips_and_frames():
+    rooms = np.array([100] * 5 + [1000] + [100] * 3 + [5000] + [100] * 2)
+    ranges = extract.plan_batches(rooms, batch=4, budget=2000)
+    assert ranges[0] == (0, 4) and ranges[-1][1] == len(rooms)
+    assert [i for b, e in ranges for i in range(b, e)] == list(range(len(rooms)))  # a partition, in order
+    for b, e in ranges:
+        assert e - b <= 4 and ((e - b) * rooms[b:e].max() <= 2000 or e - b == 1)
+    assert (9, 10) in ranges  # longer than the budget: a batch of its own

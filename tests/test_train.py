@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline import extract
+from pipeline import extract, store
 from tests.conftest import MSD_MP3, MTAT_MP3, make_corpus
 from train import run, tag
 from train.feed import Crops, FeatureFile, FeedError, standardizer
@@ -33,8 +33,16 @@ def test_memmap_crops_equal_h5py(feats):
     with h5py.File(feats, "r") as f:
         for i in (0, 5, len(ff) - 1):
             row = ff.rows[i]
-            ref = np.concatenate([f["mel"][row, 7:107], f["chroma"][row, 7:107]], axis=1).T
+            ref = np.concatenate([store.read_clip(f, "mel", row)[7:107], store.read_clip(f, "chroma", row)[7:107]],
+                                 axis=1).T
             np.testing.assert_array_equal(ff.crop(i, 7, 100), ref)
+        # Whole clips, some of which cross a chunk boundary (read in two pieces).
+        crossing = 0
+        for i in range(len(ff)):
+            n, start = int(ff.n_frames[i]), int(ff.frame_start[i])
+            crossing += start // store.CHUNK_FRAMES != (start + n - 1) // store.CHUNK_FRAMES
+            np.testing.assert_array_equal(ff.crop(i, 0, n)[:96], store.read_clip(f, "mel", ff.rows[i]).T)
+        assert crossing > 0
     assert ff.bins == 96 + 12 and set(ff.split) == {"train", "valid", "test"}
 
 

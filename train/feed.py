@@ -1,8 +1,9 @@
 """Data feed: crops of stored features read straight from the HDF5 file through ``numpy.memmap``.
 
-The byte offset of every clip's chunk is taken from the file's chunk layout once; after that a crop
-is a contiguous slice of the mapped file (chunks are time-major), with no h5py call in the hot loop.
-The map is opened lazily in each process, so DataLoader worker processes each get their own.
+The byte offset of every chunk is taken from the file's chunk layout once; after that a crop is a
+contiguous slice of the mapped file (chunks are time-major; two slices where a crop crosses a chunk
+boundary), with no h5py call in the hot loop. float16 files are converted to float32 as they are
+read. The map is opened lazily in each process, so DataLoader worker processes each get their own.
 """
 from __future__ import annotations
 
@@ -58,13 +59,14 @@ class FeatureFile:
         self.mp3_path = table["mp3_path"].to_numpy()[keep]
         self.split = table["split"].to_numpy()[keep]
         self.n_frames = table["n_frames"].to_numpy()[keep].astype(np.int64)
+        self.frame_start = table["frame_start"].to_numpy()[keep].astype(np.int64)
         self.labels = table.attrs["labels"][keep]
         self.tags = table.attrs["tags"]
-        self.max_frames = int(self.header["max_frames"])
+        self.dtype = np.dtype(self.header["dtype"])
         self.widths = [int(self.header[{"mel": "n_mels", "mfcc": "n_mfcc", "chroma": "n_chroma"}[f]])
                        for f in self.features]
         self.bins = sum(self.widths)
-        self.offsets = [store.chunk_offsets(self.path, f)[self.rows] for f in self.features]
+        self.offsets, self.chunks = zip(*(store.chunk_offsets(self.path, f) for f in self.features))
         self._mm = None
 
     def __len__(self) -> int:
@@ -79,11 +81,18 @@ class FeatureFile:
         if self._mm is None:  # opened per process: a map must not cross a fork
             self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
         out = np.empty((self.bins, length), np.float32)
+        first = int(self.frame_start[i]) + start  # frame of the dataset
+        size = self.dtype.itemsize
         row = 0
-        for width, offsets in zip(self.widths, self.offsets):
-            first = int(offsets[i]) + start * width * 4
-            block = self._mm[first:first + length * width * 4].view(np.float32).reshape(length, width)
-            out[row:row + width] = block.T
+        for width, offsets, C in zip(self.widths, self.offsets, self.chunks):
+            g, end = first, first + length
+            while g < end:  # one piece per chunk the crop touches
+                k, within = divmod(g, C)
+                n = min(end - g, C - within)
+                at = int(offsets[k]) + within * width * size
+                piece = self._mm[at:at + n * width * size].view(self.dtype).reshape(n, width)
+                out[row:row + width, g - first:g - first + n] = piece.T
+                g += n
             row += width
         return out
 
