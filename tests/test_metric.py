@@ -432,3 +432,21 @@ def test_graded_negatives_rank_by_overlap():
     assert graded[0].item() == pytest.approx(2.0 - 1.0 + 0.4, abs=1e-6)
     plain = batch_triplet_loss(e, y, distance="euclidean", mining="hard", reduction="none")
     assert plain[0].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_blockwise_loss_bounds_memory_and_keeps_the_small_case():
+    from train.metric import blockwise_triplet_loss
+    rng = np.random.default_rng(0)
+    emb = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    labels = (rng.random((300, 10)) < 0.2).astype(np.uint8)
+    kw = dict(margin=0.4, distance="cosine", mining="semihard", graded=True)
+    # One block: the loss of the whole split as one batch.
+    whole = float(batch_triplet_loss(emb, labels, **kw))
+    assert blockwise_triplet_loss(emb, labels, block=300, **kw) == pytest.approx(whole, rel=1e-6)
+    # Blocks of 64: the mean over the triplets mined inside each block of the fixed shuffle.
+    order = np.random.default_rng(5).permutation(300)
+    parts = [batch_triplet_loss(emb[idx], labels[idx], reduction="none", **kw)
+             for idx in np.array_split(order, range(64, 300, 64))]
+    expect = float(torch.cat(parts).mean())
+    assert blockwise_triplet_loss(emb, labels, block=64, seed=5, **kw) == pytest.approx(expect, rel=1e-6)
+    assert blockwise_triplet_loss(emb, labels, block=64, seed=5, **kw) != pytest.approx(whole, rel=1e-6)

@@ -287,3 +287,16 @@ def test_report_lists_finished_runs(feats, tmp_path, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| b1 ")]
     m = json.loads((tmp_path / "b1" / "metrics.json").read_text())
     assert len(rows) == 1 and f"{m['test_roc_auc']:.3f}" in rows[0] and "| tagging | 2 |" in rows[0]
+
+
+def test_steps_per_epoch_caps_training_not_validation(feats, tmp_path):
+    out = tmp_path / "capped"
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), "--epochs", "2",
+                     "--batch", "4", "--steps-per-epoch", "2", "--quiet"]) == 0
+    history = torch.load(out / "last.pt", weights_only=False)["history"]
+    assert [h["steps"] for h in history] == [2, 2]
+    metrics = json.loads((out / "metrics.json").read_text())
+    ff = FeatureFile(feats)
+    assert len(np.load(out / "predictions.npy")) == len(ff.indices("test"))  # test in full
+    assert json.loads((out / "config.json").read_text())["steps_per_epoch"] == 2
+    assert "valid" in metrics

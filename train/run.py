@@ -29,7 +29,8 @@ from eval.auc import tag_auc
 from features.frontend import parse_features, pick_device
 from eval.recall import recall_at_k
 from train.feed import Crops, FeatureFile, FeedError, standardizer
-from train.metric import BalancedTagBatchSampler, TagTripletSampler, batch_triplet_loss, triplet_loss
+from train.metric import (BalancedTagBatchSampler, TagTripletSampler, batch_triplet_loss,
+                          blockwise_triplet_loss, triplet_loss)
 from train.models import MODELS, build_embedding_model, build_model, count_parameters
 from train.plots import plot_curves, plot_tag_auc
 
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops-per-clip", default="auto",
                    help="random crops of each training clip per epoch; auto: as many as fit in the median "
                         "training clip, so that an epoch sees about all the training audio once")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="cap the training steps of each epoch (validation still runs in full); for quick runs at scale")
     p.add_argument("--dim", type=int, default=128, help="--task metric: embedding size")
     p.add_argument("--distance", choices=("cosine", "euclidean"), default="cosine", help="--task metric")
     p.add_argument("--margin", type=float, default=0.4, help="--task metric: triplet margin")
@@ -110,8 +113,8 @@ def parse_args(argv=None):
             a.crops_per_clip = int(a.crops_per_clip)
         except ValueError:
             parser.error(f"--crops-per-clip must be a whole number or auto, got {a.crops_per_clip!r}")
-    for name in ("epochs", "batch", "dim", "patience", "crops_per_clip"):
-        if getattr(a, name) != "auto" and getattr(a, name) < 1:
+    for name in ("epochs", "batch", "dim", "patience", "crops_per_clip", "steps_per_epoch"):
+        if getattr(a, name) not in ("auto", None) and getattr(a, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
     if a.seconds <= 0 or a.lr <= 0 or a.margin < 0 or a.workers < 0 or a.tag_weight < 0:
         parser.error("--seconds and --lr must be positive, --margin, --tag-weight and --workers not negative")
@@ -127,7 +130,7 @@ def parse_args(argv=None):
 def config_of(a) -> dict:
     """What defines a run: a resumed run or a loaded checkpoint must agree on these."""
     keys = ("task", "model", "inputs", "precision", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay", "seed",
-            "distance", "margin", "mining", "negatives", "sampler", "crops_per_clip", "tag_weight")
+            "distance", "margin", "mining", "negatives", "sampler", "crops_per_clip", "tag_weight", "steps_per_epoch")
     c = {k: getattr(a, k) for k in keys}
     c["init"] = str(a.init) if a.init else None
     c["inputs"] = list(a.inputs)
@@ -220,6 +223,8 @@ def train(a) -> int:
     if crops_per_clip == "auto":  # one epoch ~ one pass over the training audio, whatever the clip length
         crops_per_clip = max(1, int(round(np.median(ff.n_frames[split["train"]]) / length)))
     n_items = len(split["train"]) * crops_per_clip
+    if a.steps_per_epoch:  # draw only what the capped epoch uses
+        n_items = min(n_items, a.steps_per_epoch * a.batch)
     sampler = None
     try:
         if a.task == "metric" and a.mining != "none":
@@ -320,9 +325,8 @@ def train(a) -> int:
             s = np.clip(scores, eps, 1 - eps)
             loss = float(-(labels * np.log(s) + (1 - labels) * np.log(1 - s)).mean())
         else:
-            e = torch.from_numpy(emb)
-            loss = float(batch_triplet_loss(e, torch.from_numpy(labels), margin=a.margin, distance=a.distance,
-                                            mining="semihard", graded=a.negatives == "graded"))
+            loss = blockwise_triplet_loss(torch.from_numpy(emb), labels, block=256, seed=a.seed, margin=a.margin,
+                                          distance=a.distance, mining="semihard", graded=a.negatives == "graded")
         return scores, emb, labels, loss
 
     def scores_of(scores, emb, labels) -> dict:
@@ -345,7 +349,7 @@ def train(a) -> int:
         loader = DataLoader(train_set, batch_sampler=batches(epoch), **loader_kw)
         bar = tqdm(total=len(loader.batch_sampler), desc=f"epoch {epoch}", unit="batch", disable=a.quiet,
                    dynamic_ncols=True, leave=False)
-        t0, t_wait, seen, total_loss = time.time(), 0.0, 0, 0.0
+        t0, t_wait, seen, steps, total_loss = time.time(), 0.0, 0, 0, 0.0
         t_ready = time.time()
         for x, y in loader:
             t_wait += time.time() - t_ready
@@ -359,6 +363,7 @@ def train(a) -> int:
             opt.step()
             total_loss += loss.item() * len(x)
             seen += len(x)
+            steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", clips_s=f"{seen / (time.time() - t0):.0f}")
             t_ready = time.time()
@@ -373,7 +378,7 @@ def train(a) -> int:
             val = scores_of(scores, emb, labels)
         sched.step(val_loss)
         lr = opt.param_groups[0]["lr"]
-        h = {"epoch": epoch, "train_loss": total_loss / seen, "val_loss": val_loss, "lr": lr,
+        h = {"epoch": epoch, "steps": steps, "train_loss": total_loss / seen, "val_loss": val_loss, "lr": lr,
              "clips_per_s": seen / train_time, "data_wait": t_wait / train_time,
              **{f"val_{k}": v for k, v in val.items() if k != "per_tag"}}
         history.append(h)
