@@ -28,6 +28,10 @@ FOLDERS = "0123456789abcdef"
 
 ANNOTATIONS = "annotations_final.csv"
 
+#: clip_id of the three clips of the release whose MP3s are empty or fail to decode (all in training
+#: folders; musicnn-training and jukemir leave them out, extraction reports and skips them).
+BROKEN_CLIPS: tuple[int, ...] = (35644, 55753, 57881)
+
 
 class DatasetError(ValueError):
     """A dataset file or folder that cannot be used as it is; the message names it and says why."""
