@@ -1,7 +1,8 @@
 """Offline stage: decode every clip once, compute features in batches, write chunked HDF5.
 
     python pipeline/extract.py --features mel,mfcc[,chroma] [--data ROOT] [--split gct634|standard]
-                               [--out cache/features.h5] [--device auto|cpu|cuda] [--workers N] [--batch N]
+                               [--out cache/features.h5] [--dtype float32|float16] [--device auto|cpu|cuda]
+                               [--workers N] [--batch N]
 
 Worker processes decode audio (MP3 or pre-decoded .npy) while the main process runs the nnAudio
 front-end on batches and writes the results. A killed run re-run with the same arguments continues
