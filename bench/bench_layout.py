@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         cap = params.n_frames(int(cap_s * params.sr))
         kept = np.minimum(frames, cap)
         fixed = a.songs * kept.max() * per_frame
-        own = store.nbytes(kept, feats, params)
+        own = store.nbytes(kept, store.Header(feats, params))
         cut = 1 - kept.sum() / frames.sum()
         print(f"| fixed slots (v1) | {cap_s:.0f} s | {fixed / 2**30:.2f} | {fixed / (kept.sum() * per_frame):.2f} | "
               f"{100 * cut:.0f}% |")

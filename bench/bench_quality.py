@@ -27,13 +27,13 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
 from eval.auc import tag_auc
-from eval.recall import recall_at_k
+from eval.recall import DEFAULT_KS, recall_at_k
 from train import run
 from train.feed import Crops, FeatureFile, standardizer
 from train.models import build_embedding_model
 
 REPO = Path(__file__).resolve().parents[1]
-KS = (1, 2, 4, 8)
+KS = DEFAULT_KS
 
 
 def mfcc_stats(ff: FeatureFile, idx) -> np.ndarray:
@@ -50,10 +50,10 @@ def untrained_embeddings(ff_path, model: str, seed: int = 0) -> np.ndarray:
     inputs = run.parse_args(["--task", "metric", "--model", model]).inputs
     ff = FeatureFile(ff_path, inputs)
     mean, std = standardizer(ff, ff.indices("train"), seed=seed)
-    frames = int(round(3.0 * int(ff.header["sr"]) / int(ff.header["hop_length"])))
+    frames = ff.params.frames(3.0)
     ds = Crops(ff, ff.indices("test"), frames, mean, std, "chunks")
     torch.manual_seed(seed)
-    net = build_embedding_model(model, ff.bins, n_mels=int(ff.header["n_mels"])).eval()
+    net = build_embedding_model(model, ff.bins, n_mels=ff.params.n_mels).eval()
     with torch.no_grad():
         emb = torch.cat([net(ds.__getitems__(range(k, min(k + 64, len(ds))))[0]) for k in range(0, len(ds), 64)])
     return ds.per_clip(emb.numpy())

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     ff = FeatureFile(a.features, ("mel",))
     idx = ff.indices("train")
     from data.mtat import find_audio
-    layout = find_audio(ff.header["source"], ff.header["audio_kind"])
+    layout = find_audio(ff.header.source, ff.header.audio_kind)
     torch.manual_seed(0)
     np.random.seed(0)
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from data.files import atomic_path, write_atomically
 from data.mtat import ANNOTATIONS, BROKEN_CLIPS
 
 MARKER = "fullscale.json"
@@ -35,15 +36,13 @@ def _broken(kind: str, sample: bytes) -> bytes:
 
 def _link(src: Path, dst: Path) -> bool:
     """Hard-link ``dst`` to ``src`` (a copy where the folders are on different file systems)."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        os.link(src, tmp)
-        linked = True
-    except OSError:
-        shutil.copyfile(src, tmp)
-        linked = False
-    os.replace(tmp, dst)
-    return linked
+    with atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+            return True
+        except OSError:
+            shutil.copyfile(src, tmp)
+            return False
 
 
 def build(csv_path, out, seconds: float = 29.1, pool: int = 256, seed: int = 0, progress: bool = True) -> dict:
@@ -96,8 +95,8 @@ def build(csv_path, out, seconds: float = 29.1, pool: int = 256, seed: int = 0, 
     out.mkdir(parents=True, exist_ok=True)
     demo.generate(out / POOL, n_clips=pool, seconds=seconds, seed=seed, progress=progress)
     clips = sorted((out / POOL / "mp3").rglob("*.mp3"))
-    shutil.copyfile(csv_path, out / f".{ANNOTATIONS}.tmp")
-    os.replace(out / f".{ANNOTATIONS}.tmp", out / ANNOTATIONS)
+    with atomic_path(out / ANNOTATIONS) as tmp:
+        shutil.copyfile(csv_path, tmp)
     kinds = dict(zip(BROKEN_CLIPS, ("empty", "garbage", "truncated")))
     sample = clips[0].read_bytes()
     linked = copied = broken = 0
@@ -106,7 +105,7 @@ def build(csv_path, out, seconds: float = 29.1, pool: int = 256, seed: int = 0, 
         dst = out / "mp3" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if int(clip_id) in kinds:
-            dst.write_bytes(_broken(kinds[int(clip_id)], sample))
+            write_atomically(dst, _broken(kinds[int(clip_id)], sample))
             broken += 1
         elif not dst.exists():
             if _link(clips[k % len(clips)], dst):
@@ -115,9 +114,7 @@ def build(csv_path, out, seconds: float = 29.1, pool: int = 256, seed: int = 0, 
                 copied += 1
     done = dict(params, rows=len(table), broken=broken, linked=linked, copied=copied,
                 seconds_taken=round(time.perf_counter() - t0, 1))
-    tmp = out / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(done, indent=1))
-    os.replace(tmp, marker)  # last: the corpus is complete
+    write_atomically(marker, json.dumps(done, indent=1))  # last: the corpus is complete
     return done
 
 

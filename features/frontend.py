@@ -25,15 +25,40 @@ import torch
 from nnAudio.features import STFT
 from torch import nn
 
+from data.audio import SR
+
 #: Features the front-end computes, in the order they are concatenated for models.
 FEATURES = ("mel", "mfcc", "chroma")
 
 
 @dataclass(frozen=True)
 class FeatureParams:
-    """Every parameter that determines the stored features (the course's defaults)."""
+    """Every parameter that determines the stored features (the course's defaults).
 
-    sr: int = 16000
+    One value of this class travels from the command line to the features file, the feed, the
+    run folder (``config.json``) and the tag command.
+
+    Attributes
+    ----------
+    sr : int
+        Sample rate of the audio, Hz (always ``data.audio.SR``: every clip is resampled to it).
+    n_fft : int
+        STFT frame and window length, samples.
+    hop_length : int
+        Hop between frames, samples.
+    n_mels : int
+        Mel bands (Slaney scale and normalisation).
+    f_min, f_max : float
+        Lowest and highest mel band edge, Hz.
+    n_mfcc : int
+        MFCC coefficients (DCT-II of the log-mel).
+    n_chroma : int
+        Chroma bins per octave.
+    top_db : float
+        Log-mel floor, dB below each clip's peak.
+    """
+
+    sr: int = SR
     n_fft: int = 512
     hop_length: int = 256
     n_mels: int = 96
@@ -54,6 +79,10 @@ class FeatureParams:
     def n_frames(self, n_samples: int) -> int:
         """Number of STFT frames of a signal of ``n_samples`` (``center=True``)."""
         return 1 + n_samples // self.hop_length
+
+    def frames(self, seconds: float) -> int:
+        """Frames spanning ``seconds`` of audio (a crop length): ``round(seconds * sr / hop_length)``."""
+        return int(round(seconds * self.sr / self.hop_length))
 
     def bins(self, feature: str) -> int:
         """Number of bins (rows) of one feature."""

@@ -24,6 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from data.audio import SR, AudioError, load_audio
+from data.files import write_atomically
 from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
 from features.frontend import FeatureParams, FrontEnd, parse_features, pick_device
 from pipeline import store
@@ -75,7 +76,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     try:
         args.features = parse_features(args.features)
-        args.params = FeatureParams(sr=SR, n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels,
+        args.params = FeatureParams(n_fft=args.n_fft, hop_length=args.hop_length, n_mels=args.n_mels,
                                     f_min=args.f_min, f_max=args.f_max, n_mfcc=args.n_mfcc,
                                     n_chroma=args.n_chroma, top_db=args.top_db)
     except ValueError as exc:
@@ -165,12 +166,6 @@ def imap_bounded(pool, fn, tasks, ahead: int):
         yield result
 
 
-def _same_run(h: dict, want: dict) -> list[str]:
-    """Names of the settings in which an existing file differs from this run."""
-    return [k for k, v in want.items() if k not in h or (h[k] != v if not isinstance(v, float) else
-                                                          not np.isclose(float(h[k]), v))]
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     t_start = time.time()
@@ -187,13 +182,13 @@ def main(argv=None) -> int:
     if clips.empty:
         return _fail(f"{root / ANNOTATIONS}: no clip with one of the 50 tags in the {args.split!r} split")
 
-    want = dict(features=args.features, split_scheme=args.split, source=str(Path(root).resolve()),
-                audio_kind=layout.kind, dtype=args.dtype, **args.params.as_dict())
+    want = store.Header(features=args.features, params=args.params, dtype=args.dtype, split_scheme=args.split,
+                        source=str(Path(root).resolve()), audio_kind=layout.kind)
     out, part = args.out, args.out.with_name(args.out.name + ".part")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not args.overwrite:
         try:
-            diff = _same_run(store.header(out), want)
+            diff = want.changed(store.header(out))
         except store.StoreError as exc:
             return _fail(f"{exc}; pass --overwrite to replace it")
         if diff:
@@ -205,7 +200,7 @@ def main(argv=None) -> int:
     paths = [layout.path(p) for p in clips["mp3_path"]]
     if part.exists() and not args.overwrite:
         try:
-            diff = _same_run(store.header(part), want)
+            diff = want.changed(store.header(part))
             table = store.read_table(part)
         except (store.StoreError, OSError, KeyError) as exc:
             print(f"warning: {part} is unreadable ({exc}); starting over", file=sys.stderr)
@@ -219,11 +214,10 @@ def main(argv=None) -> int:
     if not part.exists() or args.overwrite:
         rooms = clip_rooms(paths, args)
         try:
-            store.check_space(part, store.nbytes(rooms, args.features, args.params, args.dtype))
+            store.check_space(part, store.nbytes(rooms, want))
         except store.StoreError as exc:
             return _fail(str(exc))
-        store.create(part, clips, args.features, args.params, rooms, args.dtype,
-                     **{k: want[k] for k in ("split_scheme", "source", "audio_kind")})
+        store.create(part, clips, want, rooms)
 
     writer = store.Writer(part)
     n_done_before = int((writer.status == 1).sum())
@@ -233,7 +227,9 @@ def main(argv=None) -> int:
     status = writer.status
     if not (status == 1).any():
         return _fail(f"no clip could be extracted; see {out.with_suffix('.log')}", log=(out, stats["errors"]))
-    store.replace_atomically(part, out)
+    with open(part, "rb+") as fh:  # the finished file reaches the disk before it gets the real name
+        os.fsync(fh.fileno())
+    os.replace(part, out)
     write_log(out.with_suffix(".log"), stats["errors"])
     summary(out, clips, status, stats, n_done_before, time.time() - t_start)
     return 0
@@ -248,8 +244,7 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
     import torch
     from tqdm import tqdm
 
-    n = len(paths)
-    ranges = plan_batches(writer.room, args.batch, args.batch * args.params.n_frames(30 * SR))
+    ranges = plan_batches(writer.room, args.batch, args.batch * args.params.frames(30.0))
     pending = [(b, e) for b, e in ranges if (writer.status[b:e] != 1).any()]
     rows = [i for b, e in pending for i in range(b, e)]
     # Clips skipped by an earlier run of this file are decoded again only to list why.
@@ -307,9 +302,7 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
 
 def write_log(path: Path, errors: dict) -> None:
     """List the skipped clips, one message (naming the file) per line; an empty log means none."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{e}\n" for e in errors.values()))
-    os.replace(tmp, path)
+    write_atomically(path, "".join(f"{e}\n" for e in errors.values()))
 
 
 def summary(out: Path, clips, status, stats, n_done_before: int, elapsed: float) -> None:

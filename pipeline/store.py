@@ -27,8 +27,8 @@ through ``numpy.memmap`` at the offsets given by :func:`chunk_offsets`.
 """
 from __future__ import annotations
 
-import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -51,11 +51,46 @@ class StoreError(ValueError):
     """A features file that cannot be used as asked; the message names it and says what to do."""
 
 
-def nbytes(rooms, features, params: FeatureParams, dtype: str = "float32") -> int:
+@dataclass(frozen=True)
+class Header:
+    """What a features file was made with: the settings a resumed or reused run must share.
+
+    Attributes
+    ----------
+    features : tuple of str
+        Stored features, in ``features.frontend.FEATURES`` order.
+    params : FeatureParams
+        The front-end's parameters.
+    dtype : {'float32', 'float16'}
+        Storage type of the features.
+    split_scheme, source, audio_kind : str
+        The split scheme, the dataset root (absolute) and its audio layout (``'mp3'`` or ``'npy'``).
+    """
+
+    features: tuple[str, ...]
+    params: FeatureParams = FeatureParams()
+    dtype: str = "float32"
+    split_scheme: str = ""
+    source: str = ""
+    audio_kind: str = ""
+
+    def attrs(self) -> dict:
+        """The root attributes that record it (``features`` comma-joined, the parameters flat)."""
+        return dict(features=",".join(self.features), dtype=self.dtype, split_scheme=self.split_scheme,
+                    source=self.source, audio_kind=self.audio_kind, **self.params.as_dict())
+
+    def changed(self, other: "Header") -> list[str]:
+        """Names of the settings in which ``other`` differs from this header."""
+        mine, theirs = self.attrs(), other.attrs()
+        return [k for k, v in mine.items()
+                if (not np.isclose(float(theirs[k]), v) if isinstance(v, float) else theirs[k] != v)]
+
+
+def nbytes(rooms, head: Header) -> int:
     """Bytes the feature datasets of a file with these per-clip ``rooms`` (frames) take on disk."""
     frames = int(np.sum(rooms, dtype=np.int64))
     chunked = -(-frames // CHUNK_FRAMES) * CHUNK_FRAMES  # whole chunks are allocated
-    return chunked * sum(params.bins(f) for f in parse_features(features)) * np.dtype(dtype).itemsize
+    return chunked * sum(head.params.bins(f) for f in parse_features(head.features)) * np.dtype(head.dtype).itemsize
 
 
 def check_space(path, need: int) -> None:
@@ -71,8 +106,7 @@ def check_space(path, need: int) -> None:
                          "--dtype float16 or extract fewer --features")
 
 
-def create(path, clips: pd.DataFrame, features, params: FeatureParams, rooms, dtype: str = "float32",
-           **attrs) -> None:
+def create(path, clips: pd.DataFrame, head: Header, rooms) -> None:
     """Create an empty features file for ``clips`` with every chunk allocated.
 
     Parameters
@@ -81,16 +115,12 @@ def create(path, clips: pd.DataFrame, features, params: FeatureParams, rooms, dt
         File to create (overwritten).
     clips : pandas.DataFrame
         ``clip_id``, ``mp3_path``, ``split`` and the 50 tag columns, as ``data.mtat.read_annotations``.
-    features : sequence of str
-    params : FeatureParams
+    head : Header
+        The features, their parameters and storage type, and the source they come from.
     rooms : array-like of int [shape=(N,)]
         Frames reserved for each clip (at least 1); longer clips are truncated by the writer.
-    dtype : {'float32', 'float16'}
-        Storage type of the features.
-    **attrs
-        Extra root attributes describing the source (``split_scheme``, ``source``, ``audio_kind``).
     """
-    features = parse_features(features)
+    features, params, dtype = parse_features(head.features), head.params, head.dtype
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     rooms = np.asarray(rooms, np.int32)
@@ -99,8 +129,7 @@ def create(path, clips: pd.DataFrame, features, params: FeatureParams, rooms, dt
     starts = np.concatenate([[0], np.cumsum(rooms[:-1], dtype=np.int64)])
     total = int(starts[-1] + rooms[-1]) if len(rooms) else 0
     with h5py.File(path, "w") as f:
-        f.attrs.update(format=FORMAT, version=VERSION, features=",".join(features), dtype=dtype,
-                       **params.as_dict(), **attrs)
+        f.attrs.update(format=FORMAT, version=VERSION, **head.attrs())
         f["tags"] = np.array(TAGS, dtype=object).astype(_STR)
         f["clip_id"] = clips["clip_id"].to_numpy(np.int64)
         f.create_dataset("mp3_path", data=clips["mp3_path"].to_numpy(object), dtype=_STR)
@@ -118,8 +147,8 @@ def create(path, clips: pd.DataFrame, features, params: FeatureParams, rooms, dt
                              chunks=(min(CHUNK_FRAMES, max(total, 1)), params.bins(name)), dcpl=dcpl)
 
 
-def header(path) -> dict:
-    """Root attributes of a features file, with ``features`` as a tuple.
+def header(path) -> Header:
+    """What a features file was made with, from its root attributes.
 
     Raises
     ------
@@ -139,8 +168,9 @@ def header(path) -> dict:
     if attrs.get("version") != VERSION:
         raise StoreError(f"{path}: features file version {attrs.get('version')}, this code reads {VERSION}; "
                          "re-run extraction")
-    attrs["features"] = tuple(attrs["features"].split(","))
-    return attrs
+    return Header(features=tuple(attrs["features"].split(",")), params=FeatureParams.from_dict(attrs),
+                  dtype=attrs["dtype"], split_scheme=attrs["split_scheme"], source=attrs["source"],
+                  audio_kind=attrs["audio_kind"])
 
 
 def read_table(path) -> pd.DataFrame:
@@ -234,10 +264,3 @@ class Writer:
 
     def close(self) -> None:
         self.file.close()
-
-
-def replace_atomically(src, dst) -> None:
-    """Move ``src`` onto ``dst`` in one step after syncing it, so ``dst`` is never half-written."""
-    with open(src, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(src, dst)

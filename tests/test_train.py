@@ -300,3 +300,15 @@ def test_steps_per_epoch_caps_training_not_validation(feats, tmp_path):
     assert len(np.load(out / "predictions.npy")) == len(ff.indices("test"))  # test in full
     assert json.loads((out / "config.json").read_text())["steps_per_epoch"] == 2
     assert "valid" in metrics
+
+
+def test_training_on_float16_features(tmp_path):
+    make_corpus(tmp_path / "corpus", per_folder=2)
+    f16 = tmp_path / "f16.h5"
+    assert extract.main(["--data", str(tmp_path / "corpus"), "--out", str(f16), "--workers", "0", "--quiet",
+                         "--features", "mel", "--dtype", "float16"]) == 0
+    out = tmp_path / "run"
+    assert run.main(["--features", str(f16), "--model", "baseline", "--out", str(out), *FAST]) == 0
+    scores = np.load(out / "predictions.npy")
+    assert scores.dtype == np.float32 and np.isfinite(scores).all()
+    assert len(scores) == len(FeatureFile(f16).indices("test"))

@@ -44,11 +44,12 @@ class FeatureFile:
             self.header = store.header(self.path)
         except store.StoreError as exc:
             raise FeedError(str(exc)) from exc
-        missing = [f for f in features if f not in self.header["features"]]
+        have = self.header.features
+        missing = [f for f in features if f not in have]
         if missing:
-            raise FeedError(f"{self.path} holds {', '.join(self.header['features'])} but not "
+            raise FeedError(f"{self.path} holds {', '.join(have)} but not "
                             f"{', '.join(missing)}; re-extract with `python pipeline/extract.py --features "
-                            f"{','.join(dict.fromkeys([*self.header['features'], *missing]))}` or pick other --features")
+                            f"{','.join(dict.fromkeys([*have, *missing]))}` or pick other --features")
         self.features = tuple(features)
         table = store.read_table(self.path)
         keep = (table["status"] == 1).to_numpy()
@@ -62,9 +63,9 @@ class FeatureFile:
         self.frame_start = table["frame_start"].to_numpy()[keep].astype(np.int64)
         self.labels = table.attrs["labels"][keep]
         self.tags = table.attrs["tags"]
-        self.dtype = np.dtype(self.header["dtype"])
-        self.widths = [int(self.header[{"mel": "n_mels", "mfcc": "n_mfcc", "chroma": "n_chroma"}[f]])
-                       for f in self.features]
+        self.params = self.header.params
+        self.dtype = np.dtype(self.header.dtype)
+        self.widths = [self.params.bins(f) for f in self.features]
         self.bins = sum(self.widths)
         self.offsets, self.chunks = zip(*(store.chunk_offsets(self.path, f) for f in self.features))
         self._mm = None
@@ -100,6 +101,15 @@ class FeatureFile:
         state = dict(self.__dict__)
         state["_mm"] = None
         return state
+
+
+def chunk_starts(n_frames: int, length: int) -> np.ndarray:
+    """Starts of the non-overlapping crops of ``length`` frames that test time averages over.
+
+    A clip of ``n_frames`` gives ``n_frames // length`` crops from frame 0 (a shorter tail is left
+    out); a clip shorter than one crop gives the one crop at 0, which the caller pads.
+    """
+    return np.arange(max(1, n_frames // length), dtype=np.int64) * length
 
 
 def standardizer(ff: FeatureFile, idx: np.ndarray, max_clips: int = 500, seed: int = 0):
@@ -148,9 +158,9 @@ class Crops(Dataset):
         self.ff, self.idx, self.length, self.mode = ff, np.asarray(idx), length, mode
         self.mean, self.std = mean[:, None], std[:, None]
         if mode == "chunks":
-            per_clip = ff.n_frames[self.idx] // length
-            self.clip_of = np.repeat(np.arange(len(self.idx)), per_clip)
-            self.starts = np.concatenate([np.arange(k) * length for k in per_clip])
+            starts = [chunk_starts(int(n), length) for n in ff.n_frames[self.idx]]
+            self.clip_of = np.repeat(np.arange(len(self.idx)), [len(s) for s in starts])
+            self.starts = np.concatenate(starts)
         elif mode not in ("random", "fixed"):
             raise ValueError(f"unknown crop mode {mode!r}")
 

@@ -572,3 +572,19 @@ class BalancedTagBatchSampler:
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.epoch()
+
+
+def pk_sampler(labels, batch: int, n_batches: int, per_tag: int = 4) -> BalancedTagBatchSampler:
+    """P x K batches of about ``batch`` clips for in-batch mining: K = ``per_tag`` clips of each of
+    P = ``batch // K`` tags (fewer where the labels have fewer usable tags), as in batch-hard mining.
+
+    Raises
+    ------
+    ValueError
+        When no tag has ``per_tag`` positive clips and a negative one.
+    """
+    labels = _as_labels(labels)
+    counts = labels.sum(axis=0)
+    usable = int(((counts >= per_tag) & (counts < len(labels))).sum())
+    return BalancedTagBatchSampler(labels, n_tags=max(1, min(batch // per_tag, usable)), n_per_tag=per_tag,
+                                   n_batches=max(1, n_batches))

@@ -27,7 +27,6 @@ __all__ = [
     "ShortChunkResNet",
     "LinearProjection",
     "EmbeddingNet",
-    "EmbeddingHead",
     "SpecAugment",
     "ResBlock2d",
     "MODELS",
@@ -528,9 +527,6 @@ class EmbeddingNet(nn.Module):
         """Same as :meth:`embed`."""
         return self.embed(x)
 
-
-#: Alias of :class:`EmbeddingNet`.
-EmbeddingHead = EmbeddingNet
 
 #: Model classes by name; each is called as ``cls(n_bins, n_mels=..., n_out=..., **kwargs)``.
 MODELS: dict[str, type[nn.Module]] = {

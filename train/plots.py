@@ -1,20 +1,19 @@
 """PNG figures of a run: training curves and the sorted per-tag ROC-AUC bar chart."""
 from __future__ import annotations
 
-import os
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from data.files import atomic_path  # noqa: E402
+
 
 def _save(fig, path) -> None:
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def plot_curves(history: list[dict], path, score_keys=("val_roc_auc", "val_pr_auc")) -> None:

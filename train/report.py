@@ -9,15 +9,16 @@ import json
 import sys
 from pathlib import Path
 
+from train.runfolder import finished_runs
+
 COLUMNS = ("test_roc_auc", "test_pr_auc", "test_recall@1", "test_recall@2", "test_recall@4", "test_recall@8")
 
 
 def collect(root: Path) -> list[dict]:
     """``metrics.json`` of every run folder under ``root``, sorted by task then name."""
     rows = []
-    for path in sorted(root.glob("*/metrics.json")):
-        m = json.loads(path.read_text())
-        rows.append({"run": path.parent.name, "task": m["task"], "model": m["model"],
+    for folder, m in finished_runs(root):
+        rows.append({"run": folder.name, "task": m["task"], "model": m["model"],
                      "epochs": m["epochs_run"], "minutes": m["seconds"] / 60, **{c: m.get(c) for c in COLUMNS}})
     return sorted(rows, key=lambda r: (r["task"], r["run"]))
 

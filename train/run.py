@@ -11,9 +11,7 @@ checkpoint is run on the test split, whose clip scores, embeddings, metrics and 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -25,19 +23,19 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from eval.auc import tag_auc
+from eval.recall import DEFAULT_KS
 from features.frontend import parse_features, pick_device
-from eval.recall import recall_at_k
+from train import runfolder
+from train.evaluate import metrics, predict, split_loss
 from train.feed import Crops, FeatureFile, FeedError, standardizer
-from train.metric import (BalancedTagBatchSampler, TagTripletSampler, batch_triplet_loss,
-                          blockwise_triplet_loss, triplet_loss)
+from train.metric import TagTripletSampler, batch_triplet_loss, pk_sampler, triplet_loss
+from train.runfolder import RunError
 from train.models import MODELS, build_embedding_model, build_model, count_parameters
 from train.plots import plot_curves, plot_tag_auc
 
 #: Inputs each model reads when --inputs is not given (the stronger model uses all it can).
 DEFAULT_INPUTS = {"baseline": "mel", "cnn2d": "mel", "shortres": "mel,mfcc,chroma", "linear": "mel"}
 DEFAULT_MODEL = {"tagging": "shortres", "metric": "shortres"}
-KS = (1, 2, 4, 8)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,33 +143,28 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def save_atomically(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_init(run: Path, model: str, inputs) -> dict:
-    """The best checkpoint of a tagging run (weights, mean, std), checked to fit ``model`` on ``inputs``."""
-    ckpt_path = run / "best.pt"
-    if not ckpt_path.is_file():
-        raise FeedError(f"--init {run}: no best.pt there; train a tagging run first (`python train/run.py`)")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    cfg = ckpt.get("config", {})
-    if cfg.get("task") != "tagging" or cfg.get("model") != model or list(cfg.get("inputs", [])) != list(inputs):
-        raise FeedError(f"--init {run}: a {cfg.get('task')!r} run of {cfg.get('model')!r} on "
-                        f"{','.join(cfg.get('inputs', []))}, but this run needs a tagging run of {model!r} on "
-                        f"{','.join(inputs)}; pick a matching run or drop --init")
-    return ckpt
-
-
 def main(argv=None) -> int:
     a = parse_args(argv)
     try:
         return train(a)
-    except FeedError as exc:
+    except (FeedError, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def epoch_batches(a, n_train: int, crops_per_clip: int, n_items: int, sampler, epoch: int) -> list[list[int]]:
+    """Index batches of one epoch, a pure function of (seed, epoch) so a resumed run repeats them."""
+    rng = np.random.default_rng([a.seed, epoch])
+    if a.task == "tagging":
+        order = np.concatenate([rng.permutation(n_train) for _ in range(crops_per_clip)])
+        out = [order[i:i + a.batch].tolist() for i in range(0, n_items, a.batch)]
+        if len(out) > 1 and len(out[-1]) < 2:  # BatchNorm cannot train on a batch of one
+            out[-2] += out.pop()
+        return out
+    if a.mining != "none":
+        return sampler.epoch(rng)
+    # A triplet batch is laid out as [anchors, positives, negatives] so one forward pass serves it.
+    return [t.T.reshape(-1).tolist() for t in sampler.batches(a.batch, rng=rng)]
 
 
 def train(a) -> int:
@@ -182,17 +175,7 @@ def train(a) -> int:
     torch.manual_seed(a.seed)
     config = config_of(a)
     ckpt_last, ckpt_best = out / "last.pt", out / "best.pt"
-    resume = None
-    if a.resume:
-        if not ckpt_last.exists():
-            raise FeedError(f"--resume: {ckpt_last} not found; start the run without --resume")
-        resume = torch.load(ckpt_last, map_location="cpu", weights_only=False)
-        diff = [k for k in config if resume["config"].get(k) != config[k]]
-        if diff:
-            raise FeedError(f"--resume: {ckpt_last} was made with other settings ({', '.join(diff)}); "
-                            "use the same arguments, or another --out")
-    elif ckpt_last.exists():
-        raise FeedError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    resume = runfolder.check_new_or_resumable(out, config, a.resume)
     logf = open(out / "train.log", "a")
 
     def log(msg: str) -> None:
@@ -202,13 +185,13 @@ def train(a) -> int:
 
     # ---------------------------------------------------------------- data
     ff = FeatureFile(a.features, a.inputs)
-    hop, sr = int(ff.header["hop_length"]), int(ff.header["sr"])
-    length = int(round(a.seconds * sr / hop))
+    length = ff.params.frames(a.seconds)
     split = {s: ff.indices(s) for s in ("train", "valid", "test")}
     for s, idx in split.items():
         if len(idx) == 0:
             raise FeedError(f"{a.features}: the {s} split is empty")
-    init = load_init(a.init, a.model, a.inputs) if a.init and not resume else None
+    init = runfolder.load_best(a.init, "cpu", "tagging", a.model, a.inputs, what="--init")[1] \
+        if a.init and not resume else None
     if resume or init:  # a started backbone learnt on inputs scaled this way
         mean, std = (resume or init)["mean"], (resume or init)["std"]
     else:
@@ -217,7 +200,7 @@ def train(a) -> int:
     val_set = Crops(ff, split["valid"], length, mean, std, "fixed")
     test_set = Crops(ff, split["test"], length, mean, std, "chunks")
     labels_train = ff.labels[split["train"]]
-    loader_kw = dict(num_workers=a.workers, pin_memory=device.type == "cuda", collate_fn=Crops.collate)
+    loader_kw = dict(num_workers=a.workers, pin_memory=device.type == "cuda")
 
     crops_per_clip = a.crops_per_clip
     if crops_per_clip == "auto":  # one epoch ~ one pass over the training audio, whatever the clip length
@@ -228,32 +211,14 @@ def train(a) -> int:
     sampler = None
     try:
         if a.task == "metric" and a.mining != "none":
-            per_tag = 4  # clips per tag in a batch: P tags x K=4 clips, as in batch-hard mining
-            counts = labels_train.sum(axis=0)
-            usable = int(((counts >= per_tag) & (counts < len(labels_train))).sum())
-            sampler = BalancedTagBatchSampler(labels_train, n_tags=max(1, min(a.batch // per_tag, usable)),
-                                              n_per_tag=per_tag, n_batches=max(1, n_items // a.batch))
+            sampler = pk_sampler(labels_train, a.batch, n_batches=n_items // a.batch)
         elif a.task == "metric":
             sampler = TagTripletSampler(labels_train, n_triplets=n_items, overlap=a.sampler == "overlap")
     except ValueError as exc:
         raise FeedError(f"{a.features}: the train split cannot feed metric learning: {exc}") from exc
 
-    def batches(epoch: int):
-        """Index batches of one epoch, a pure function of (seed, epoch) so a resumed run repeats them."""
-        rng = np.random.default_rng([a.seed, epoch])
-        if a.task == "tagging":
-            order = np.concatenate([rng.permutation(len(split["train"])) for _ in range(crops_per_clip)])
-            out = [order[i:i + a.batch].tolist() for i in range(0, n_items, a.batch)]
-            if len(out) > 1 and len(out[-1]) < 2:  # BatchNorm cannot train on a batch of one
-                out[-2] += out.pop()
-            return out
-        if a.mining != "none":
-            return sampler.epoch(rng)
-        # A triplet batch is laid out as [anchors, positives, negatives] so one forward pass serves it.
-        return [t.T.reshape(-1).tolist() for t in sampler.batches(a.batch, rng=rng)]
-
     # ---------------------------------------------------------------- model and optimiser
-    n_mels = int(ff.header["n_mels"]) if "mel" in a.inputs else 0
+    n_mels = ff.params.n_mels if "mel" in a.inputs else 0
     if a.task == "tagging":
         model = build_model(a.model, ff.bins, n_mels=n_mels, n_out=len(ff.tags))
     else:
@@ -276,11 +241,9 @@ def train(a) -> int:
         sched.load_state_dict(resume["sched"])
         start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
         log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
-    with open(out / "config.json", "w") as fh:
-        json.dump({**config, "features_file": str(a.features), "feature_params": {k: ff.header[k] for k in (
-            "sr", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "n_mfcc", "n_chroma", "top_db")},
-            "frames": length, "crops_per_clip_used": crops_per_clip, "tags": list(ff.tags),
-            "n_params": count_parameters(model)}, fh, indent=2)
+    runfolder.write_json(out / "config.json", {
+        **config, "features_file": str(a.features), "feature_params": ff.params.as_dict(), "frames": length,
+        "crops_per_clip_used": crops_per_clip, "tags": list(ff.tags), "n_params": count_parameters(model)})
     log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
         f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
         f"train/valid/test clips, {crops_per_clip} crop(s) per clip per epoch, {device}{' bf16' if bf16 else ''}")
@@ -302,43 +265,12 @@ def train(a) -> int:
             loss = loss + a.tag_weight * F.binary_cross_entropy_with_logits(model.tag_head(emb), y)
         return loss
 
-    @torch.no_grad()
-    def run_eval(dataset, loss_batches=None):
-        """Sigmoid scores and embeddings per clip (chunk-averaged) and the mean loss."""
-        model.eval()
-        loader = DataLoader(dataset, batch_size=a.batch * 2, shuffle=False, **loader_kw)
-        outs, embs = [], []
-        for x, _ in loader:
-            x = x.to(device, non_blocking=True)
-            if a.task == "tagging":
-                emb = model.embed(x)
-                outs.append(torch.sigmoid(model.head(emb)).cpu())  # forward(x) is head(embed(x))
-            else:
-                emb = model(x)
-            embs.append(emb.float().cpu())
-        emb = torch.cat(embs).numpy()
-        scores = torch.cat(outs).numpy() if outs else None
-        emb, scores = dataset.per_clip(emb), (dataset.per_clip(scores) if scores is not None else None)
-        labels = ff.labels[dataset.idx]
-        if a.task == "tagging":
-            eps = 1e-7
-            s = np.clip(scores, eps, 1 - eps)
-            loss = float(-(labels * np.log(s) + (1 - labels) * np.log(1 - s)).mean())
-        else:
-            loss = blockwise_triplet_loss(torch.from_numpy(emb), labels, block=256, seed=a.seed, margin=a.margin,
-                                          distance=a.distance, mining="semihard", graded=a.negatives == "graded")
-        return scores, emb, labels, loss
-
-    def scores_of(scores, emb, labels) -> dict:
-        res = {}
-        if scores is not None:
-            auc = tag_auc(scores, labels, tag_names=list(ff.tags))
-            res.update(roc_auc=auc["roc_auc_macro"], pr_auc=auc["pr_auc_macro"], per_tag=auc)
-        ks = tuple(k for k in KS if k < len(emb))  # a tiny split cannot rank 8 neighbours
-        if ks:
-            rec = recall_at_k(emb, labels, ks=ks, metric=a.distance if a.task == "metric" else "cosine")
-            res.update({f"recall@{k}": rec["recall"][k] for k in ks})
-        return res
+    def evaluate(dataset):
+        """Clip scores, embeddings, labels, the split's loss and its metrics."""
+        scores, emb, labels = predict(model, dataset, a.task, a.batch * 2, device, **loader_kw)
+        loss = split_loss(scores, emb, labels, a.task, a.margin, a.distance, a.negatives == "graded", a.seed)
+        return scores, emb, labels, loss, metrics(scores, emb, labels, ff.tags,
+                                                  a.distance if a.task == "metric" else "cosine")
 
     # ---------------------------------------------------------------- training
     t_run = time.time()
@@ -346,8 +278,9 @@ def train(a) -> int:
     for epoch in range(start_epoch, a.epochs + 1):
         model.train()
         torch.manual_seed(a.seed * 100_003 + epoch)  # the random crops of this epoch
-        loader = DataLoader(train_set, batch_sampler=batches(epoch), **loader_kw)
-        bar = tqdm(total=len(loader.batch_sampler), desc=f"epoch {epoch}", unit="batch", disable=a.quiet,
+        plan = epoch_batches(a, len(split["train"]), crops_per_clip, n_items, sampler, epoch)
+        loader = DataLoader(train_set, batch_sampler=plan, collate_fn=Crops.collate, **loader_kw)
+        bar = tqdm(total=len(plan), desc=f"epoch {epoch}", unit="batch", disable=a.quiet,
                    dynamic_ncols=True, leave=False)
         t0, t_wait, seen, steps, total_loss = time.time(), 0.0, 0, 0, 0.0
         t_ready = time.time()
@@ -372,10 +305,9 @@ def train(a) -> int:
             break
         train_time = time.time() - t0
 
-        scores, emb, labels, val_loss = run_eval(val_set)
         with warnings.catch_warnings():  # tags absent from a small validation split: said once, at test
             warnings.simplefilter("ignore")
-            val = scores_of(scores, emb, labels)
+            *_, val_loss, val = evaluate(val_set)
         sched.step(val_loss)
         lr = opt.param_groups[0]["lr"]
         h = {"epoch": epoch, "steps": steps, "train_loss": total_loss / seen, "val_loss": val_loss, "lr": lr,
@@ -388,11 +320,11 @@ def train(a) -> int:
         improved = score > best
         if improved:
             best = score
-            save_atomically({"model": model.state_dict(), "config": config, "mean": mean, "std": std,
-                             "epoch": epoch, "score": score}, ckpt_best)
-        save_atomically({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                         "epoch": epoch, "best": best, "history": history, "config": config,
-                         "mean": mean, "std": std}, ckpt_last)
+            runfolder.save_checkpoint({"model": model.state_dict(), "config": config, "mean": mean, "std": std,
+                                       "epoch": epoch, "score": score}, ckpt_best)
+        runfolder.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                   "epoch": epoch, "best": best, "history": history, "config": config,
+                                   "mean": mean, "std": std}, ckpt_last)
         shown = "  ".join(f"{k.removeprefix('val_')} {v:.4f}" for k, v in h.items() if k.startswith("val_"))
         log(f"epoch {epoch:3d}  train_loss {h['train_loss']:.4f}  {shown}  lr {lr:.1e}  "
             f"{h['clips_per_s']:.0f} clips/s  data wait {100 * h['data_wait']:.1f}%" + ("  *" if improved else ""))
@@ -404,36 +336,28 @@ def train(a) -> int:
         logf.close()
         return 1
     if not ckpt_best.exists():
-        raise FeedError(f"{out}: no epoch finished, so there is no checkpoint to test")
+        raise RunError(f"{out}: no epoch finished, so there is no checkpoint to test")
 
     # ---------------------------------------------------------------- test with the best checkpoint
     best_ckpt = torch.load(ckpt_best, map_location=device, weights_only=False)
     model.load_state_dict(best_ckpt["model"])
-    scores, emb, labels, test_loss = run_eval(test_set)
-    test = scores_of(scores, emb, labels)
-    if scores is not None:
-        np.save(out / "predictions.npy", scores.astype(np.float32))
-    np.save(out / "embeddings.npy", emb.astype(np.float32))
-    np.save(out / "labels.npy", labels.astype(np.uint8))
-    np.save(out / "clip_ids.npy", ff.clip_id[split["test"]])
-    (out / "tags.json").write_text(json.dumps(list(ff.tags)))
+    scores, emb, labels, test_loss, test = evaluate(test_set)
+    runfolder.save_outputs(out, scores, emb, labels, ff.clip_id[split["test"]], ff.tags)
     per_tag = test.pop("per_tag", None)
-    metrics = {"task": a.task, "model": a.model, "best_epoch": best_ckpt["epoch"], "epochs_run": len(history),
-               "test_loss": test_loss, **{f"test_{k}": v for k, v in test.items()},
-               "valid": {k.removeprefix("val_"): v for k, v in history[best_ckpt["epoch"] - 1].items()
-                         if k.startswith("val_")} if len(history) >= best_ckpt["epoch"] else {},
-               "data_wait_mean": float(np.mean([h["data_wait"] for h in history])),
-               "train_clips_per_s": float(np.mean([h["clips_per_s"] for h in history])),
-               "seconds": time.time() - t_run}
+    metrics_out = {"task": a.task, "model": a.model, "best_epoch": best_ckpt["epoch"], "epochs_run": len(history),
+                   "test_loss": test_loss, **{f"test_{k}": v for k, v in test.items()},
+                   "valid": {k.removeprefix("val_"): v for k, v in history[best_ckpt["epoch"] - 1].items()
+                             if k.startswith("val_")} if len(history) >= best_ckpt["epoch"] else {},
+                   "data_wait_mean": float(np.mean([h["data_wait"] for h in history])),
+                   "train_clips_per_s": float(np.mean([h["clips_per_s"] for h in history])),
+                   "seconds": time.time() - t_run}
     if per_tag is not None:
-        metrics["test_per_tag"] = {t: {"roc_auc": float(r), "pr_auc": float(p)} for t, r, p in
-                                   zip(ff.tags, per_tag["roc_auc"], per_tag["pr_auc"])}
+        metrics_out["test_per_tag"] = {t: {"roc_auc": float(r), "pr_auc": float(p)} for t, r, p in
+                                       zip(ff.tags, per_tag["roc_auc"], per_tag["pr_auc"])}
         plot_tag_auc(ff.tags, per_tag["roc_auc"], out / "tag_roc_auc.png")
-    with open(out / "metrics.json.tmp", "w") as fh:
-        json.dump(metrics, fh, indent=2, default=float)
-    os.replace(out / "metrics.json.tmp", out / "metrics.json")
+    runfolder.write_json(out / "metrics.json", metrics_out)
     plot_curves(history, out / "curves.png", ("val_roc_auc", "val_pr_auc") if a.task == "tagging"
-                else tuple(f"val_recall@{k}" for k in KS))
+                else tuple(f"val_recall@{k}" for k in DEFAULT_KS))
     shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     log(f"\ntest ({len(split['test'])} clips, best epoch {best_ckpt['epoch']}): {shown}")
     log(f"run folder {out}: metrics.json, best.pt, predictions/embeddings/labels .npy, curves.png"

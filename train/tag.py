@@ -18,26 +18,14 @@ import torch
 
 from data.audio import AudioError, load_audio
 from features.frontend import FeatureParams, FrontEnd
+from train.feed import chunk_starts
 from train.models import build_model
-
-
-class RunError(ValueError):
-    """A run folder that cannot tag; the message says what to do."""
+from train.runfolder import RunError, load_best
 
 
 def load_run(run: Path, device="cpu"):
     """The model of a tagging run, its front-end, standardisation and crop length."""
-    cfg_path, ckpt_path = run / "config.json", run / "best.pt"
-    if not cfg_path.is_file() or not ckpt_path.is_file():
-        raise RunError(f"{run}: not a finished run folder (needs config.json and best.pt); "
-                       "train one with `python train/run.py`")
-    cfg = json.loads(cfg_path.read_text())
-    if cfg.get("task") != "tagging":
-        raise RunError(f"{run} is a {cfg.get('task')!r} run; tagging needs a run of `train/run.py --task tagging`")
-    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-    if ckpt.get("config", {}).get("model") != cfg["model"]:
-        raise RunError(f"{ckpt_path} holds a {ckpt.get('config', {}).get('model')!r} model but {cfg_path} "
-                       f"says {cfg['model']!r}; the folder mixes two runs")
+    cfg, ckpt = load_best(run, device, "tagging")
     params = FeatureParams.from_dict(cfg["feature_params"])
     frontend = FrontEnd(cfg["inputs"], params).to(device)
     model = build_model(cfg["model"], frontend.n_bins(), n_mels=params.n_mels if "mel" in cfg["inputs"] else 0,
@@ -45,7 +33,7 @@ def load_run(run: Path, device="cpu"):
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise RunError(f"{ckpt_path} does not fit a {cfg['model']!r} model ({str(exc).splitlines()[0]})") from exc
+        raise RunError(f"{run / 'best.pt'} does not fit a {cfg['model']!r} model ({str(exc).splitlines()[0]})") from exc
     model.to(device).eval()
     return model, frontend, ckpt["mean"], ckpt["std"], int(cfg["frames"]), cfg["tags"]
 
@@ -59,8 +47,7 @@ def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.
     x = (x - mean[:, None]) / std[:, None]
     if x.shape[1] < frames:  # shorter than one crop: pad with the training mean (0 once standardised)
         x = np.pad(x, ((0, 0), (0, frames - x.shape[1])))
-    n = x.shape[1] // frames
-    crops = torch.from_numpy(np.stack([x[:, i * frames:(i + 1) * frames] for i in range(n)])).float()
+    crops = torch.from_numpy(np.stack([x[:, t:t + frames] for t in chunk_starts(x.shape[1], frames)])).float()
     return torch.sigmoid(model(crops.to(device))).mean(dim=0).cpu().numpy()
 
 

@@ -1,0 +1,56 @@
+"""Output files that are never left half-written: written under a temporary name, then renamed.
+
+Every command of the project writes its outputs through :func:`atomic_path`, so a run killed at any
+moment leaves either the old file or the new one under the real name, never part of one.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def temporary_name(path: str | os.PathLike) -> Path:
+    """The hidden temporary name beside ``path`` this process writes to: ``.<name>.<pid>.tmp``.
+
+    The pid lets a resumed job tell a temporary left by a killed run from one still being written.
+    """
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends, rename it onto ``path``.
+
+    Parameters
+    ----------
+    path : path
+        The file to (re)place.
+    sync : bool
+        ``fsync`` the temporary before the rename, for large files whose loss would be costly.
+
+    Examples
+    --------
+    >>> with atomic_path("out/metrics.json") as tmp:   # doctest: +SKIP
+    ...     tmp.write_text("{}")
+
+    If the block raises, the temporary is removed and ``path`` is left as it was.
+    """
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        if sync:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write ``data`` (bytes, or text as UTF-8) to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)

@@ -1,0 +1,62 @@
+"""Evaluation of a model on one split: clip-level outputs, the split's loss, and its metrics."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from eval.auc import tag_auc
+from eval.recall import DEFAULT_KS, recall_at_k
+from train.feed import Crops
+from train.metric import blockwise_triplet_loss
+
+
+@torch.no_grad()
+def predict(model, dataset: Crops, task: str, batch: int, device, **loader_kw):
+    """Clip-level outputs of ``model`` on ``dataset``: crop outputs averaged per clip.
+
+    Returns
+    -------
+    scores : np.ndarray [shape=(clips, tags)] or None
+        Sigmoid tag scores (tagging models; ``None`` for embedding models).
+    emb : np.ndarray [shape=(clips, dim)]
+        Embeddings: the tagging model's penultimate layer, or the metric model's output.
+    labels : np.ndarray [shape=(clips, tags)]
+    """
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, collate_fn=Crops.collate, **loader_kw)
+    outs, embs = [], []
+    for x, _ in loader:
+        x = x.to(device, non_blocking=True)
+        if task == "tagging":
+            emb = model.embed(x)
+            outs.append(torch.sigmoid(model.head(emb)).cpu())  # forward(x) is head(embed(x))
+        else:
+            emb = model(x)
+        embs.append(emb.float().cpu())
+    emb = dataset.per_clip(torch.cat(embs).numpy())
+    scores = dataset.per_clip(torch.cat(outs).numpy()) if outs else None
+    return scores, emb, dataset.ff.labels[dataset.idx]
+
+
+def split_loss(scores, emb, labels, task: str, margin: float, distance: str, graded: bool, seed: int = 0) -> float:
+    """The loss the learning-rate rule watches: BCE of the clip scores (tagging) or the triplet loss
+    mined in fixed blocks of 256 clips (metric learning; memory bounded by the block)."""
+    if task == "tagging":
+        s = np.clip(scores, 1e-7, 1 - 1e-7)
+        return float(-(labels * np.log(s) + (1 - labels) * np.log(1 - s)).mean())
+    return blockwise_triplet_loss(torch.from_numpy(emb), labels, block=256, seed=seed, margin=margin,
+                                  distance=distance, mining="semihard", graded=graded)
+
+
+def metrics(scores, emb, labels, tags, distance: str = "cosine") -> dict:
+    """Macro ROC-AUC / PR-AUC (with the per-tag arrays under ``per_tag``) and Recall@K."""
+    res = {}
+    if scores is not None:
+        auc = tag_auc(scores, labels, tag_names=list(tags))
+        res.update(roc_auc=auc["roc_auc_macro"], pr_auc=auc["pr_auc_macro"], per_tag=auc)
+    ks = tuple(k for k in DEFAULT_KS if k < len(emb))  # a tiny split cannot rank 8 neighbours
+    if ks:
+        rec = recall_at_k(emb, labels, ks=ks, metric=distance)
+        res.update({f"recall@{k}": rec["recall"][k] for k in ks})
+    return res

@@ -1,0 +1,131 @@
+"""The run folder: what one training run leaves behind, and how the commands read it back.
+
+Layout of ``cache/runs/<task>-<model>/`` (``N`` test clips)::
+
+    config.json      the run's settings (train/run.py's arguments), feature_params, frames (crop
+                     length), crops_per_clip_used, tags, n_params
+    train.log        one line per epoch, then the test line
+    last.pt          after every epoch: model, opt, sched, epoch, best, history, config, mean, std
+    best.pt          the best validation epoch: model, config, mean, std, epoch, score
+    metrics.json     test metrics (macro, per tag), the best epoch's validation metrics, data wait,
+                     clips/s, seconds
+    predictions.npy  (N, 50) float32 clip scores, tagging runs only
+    embeddings.npy   (N, D) float32 clip embeddings
+    labels.npy       (N, 50) uint8       clip_ids.npy  (N,) int64       tags.json  the 50 tag names
+    curves.png       training curves     tag_roc_auc.png   per-tag test ROC-AUC (tagging)
+
+Every file is written atomically. ``mean`` and ``std`` are the per-bin standardisation of the
+inputs, learnt on the training split; a checkpoint is useless without them, so they travel with it.
+``train/run.py`` writes a run folder, ``train/tag.py`` and ``--init`` load its best checkpoint,
+``train/report.py`` reads ``metrics.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data.files import atomic_path, write_atomically
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked; the message names it and says what to do."""
+
+
+def save_checkpoint(obj: dict, path: Path) -> None:
+    """``torch.save`` through a temporary file: a kill never leaves a half-written checkpoint."""
+    import torch  # here, so that reading metrics (train/report.py) starts without torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomically(path, json.dumps(obj, indent=2, default=float))
+
+
+def check_new_or_resumable(out: Path, config: dict, resume: bool) -> dict | None:
+    """The last checkpoint to resume from (``resume``), or ``None`` for a new run in an unused folder.
+
+    Raises
+    ------
+    RunError
+        When ``--resume`` finds nothing, finds a run made with other settings, or a new run would
+        overwrite a run already in ``out``.
+    """
+    import torch
+
+    last = out / "last.pt"
+    if not resume:
+        if last.exists():
+            raise RunError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        return None
+    if not last.exists():
+        raise RunError(f"--resume: {last} not found; start the run without --resume")
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    diff = [k for k in config if ckpt["config"].get(k) != config[k]]
+    if diff:
+        raise RunError(f"--resume: {last} was made with other settings ({', '.join(diff)}); "
+                       "use the same arguments, or another --out")
+    return ckpt
+
+
+def load_best(run: Path, device="cpu", task: str = "tagging", model: str | None = None,
+              inputs=None, what: str = "--run") -> tuple[dict, dict]:
+    """``config.json`` and the best checkpoint of a finished run, checked to be of ``task``.
+
+    Parameters
+    ----------
+    run : path
+        The run folder.
+    device : str or torch.device
+        Where the checkpoint's tensors are loaded.
+    task : {'tagging', 'metric'}
+        The task the caller needs.
+    model, inputs : optional
+        The network and stored features the caller needs; checked when given.
+    what : str
+        How the caller names the folder in messages (``--run``, ``--init``).
+
+    Raises
+    ------
+    RunError
+        When the folder is not a finished run, mixes two runs, or is of another task, model or inputs.
+    """
+    import torch
+
+    run = Path(run)
+    cfg_path, ckpt_path = run / "config.json", run / "best.pt"
+    missing = [p.name for p in (ckpt_path, cfg_path) if not p.is_file()]
+    if missing:
+        raise RunError(f"{what} {run}: not a finished run folder ({', '.join(f'no {m} there' for m in missing)}); "
+                       f"train a {task} run first with `python train/run.py`")
+    cfg = json.loads(cfg_path.read_text())
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    if ckpt.get("config", {}).get("model") != cfg.get("model"):
+        raise RunError(f"{ckpt_path} holds a {ckpt.get('config', {}).get('model')!r} model but {cfg_path} "
+                       f"says {cfg.get('model')!r}; the folder mixes two runs")
+    wrong = cfg.get("task") != task or (model is not None and cfg.get("model") != model) or \
+        (inputs is not None and list(cfg.get("inputs", [])) != list(inputs))
+    if wrong:
+        need = f"a {task} run" + (f" of {model!r}" if model else "") + (f" on {','.join(inputs)}" if inputs else "")
+        raise RunError(f"{what} {run}: a {cfg.get('task')!r} run of {cfg.get('model')!r} on "
+                       f"{','.join(cfg.get('inputs', []))}, but this needs {need}; pick a matching run")
+    return cfg, ckpt
+
+
+def save_outputs(out: Path, scores, emb, labels, clip_ids, tags) -> None:
+    """The test split's per-clip outputs: predictions (tagging), embeddings, labels, clip ids, tags."""
+    for name, arr in (("predictions", None if scores is None else scores.astype(np.float32)),
+                      ("embeddings", emb.astype(np.float32)), ("labels", labels.astype(np.uint8)),
+                      ("clip_ids", np.asarray(clip_ids))):
+        if arr is not None:
+            with atomic_path(out / f"{name}.npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, arr)
+    write_atomically(out / "tags.json", json.dumps(list(tags)))
+
+
+def finished_runs(root: Path) -> list[tuple[Path, dict]]:
+    """``(folder, metrics)`` of every finished run folder under ``root`` (those with ``metrics.json``)."""
+    return [(p.parent, json.loads(p.read_text())) for p in sorted(Path(root).glob("*/metrics.json"))]
