@@ -165,6 +165,26 @@ def beside(path: str | os.PathLike, filename: str) -> Path:
     return Path(path).resolve().parent / filename
 
 
+def labels_beside(path: str | os.PathLike, given: str | None) -> tuple[str, np.ndarray]:
+    """The labels that go with a run file: ``given``, else ``labels.npy`` beside ``path``.
+
+    Returns
+    -------
+    labels_path : str
+    labels : np.ndarray
+        As :func:`load_npy` reads it (checked by the caller).
+
+    Raises
+    ------
+    ValueError
+        When no ``given`` path and no labels file beside ``path``, or the file cannot be read.
+    """
+    labels_path = given or str(beside(path, LABELS_FILE))
+    if given is None and not Path(labels_path).is_file():
+        raise ValueError(f"{path}: no --labels given and no {LABELS_FILE} beside it ({labels_path})")
+    return labels_path, load_npy(labels_path)
+
+
 def tag_names_beside(path: str | os.PathLike, n_tags: int) -> list[str] | None:
     """Tag names from ``tags.json`` beside ``path``, or ``None`` when there is no such file.
 

@@ -22,8 +22,8 @@ import warnings
 import numpy as np
 
 from eval._auc_kernel import roc_ap
-from eval._checks import (LABELS_FILE, beside, binary_labels, finite_matrix, load_npy,
-                          real_array, tag_names_beside)
+from eval._checks import (LABELS_FILE, binary_labels, finite_matrix, labels_beside, load_npy, real_array,
+                          tag_names_beside)
 
 
 class UndefinedTagWarning(UserWarning):
@@ -121,13 +121,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
 
-    labels_path = args.labels or str(beside(args.predictions, LABELS_FILE))
     try:
         s = load_npy(args.predictions)
-        if args.labels is None and not beside(args.predictions, LABELS_FILE).is_file():
-            raise ValueError(f"{args.predictions}: no --labels given and no {LABELS_FILE} "
-                             f"beside it ({labels_path})")
-        y = load_npy(labels_path)
+        labels_path, y = labels_beside(args.predictions, args.labels)
         n_tags = s.shape[1] if s.ndim == 2 else 1
         names = tag_names_beside(args.predictions, n_tags) if s.ndim in (1, 2) else None
         with warnings.catch_warnings(record=True) as caught:

@@ -36,10 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from eval import _topk
-from eval._blas import single_threaded_blas
-from eval._checks import (LABELS_FILE, beside, binary_labels, finite_matrix, load_npy, parse_ks,
+from eval._checks import (LABELS_FILE, binary_labels, finite_matrix, labels_beside, load_npy, parse_ks,
                           real_array)
 
 METRICS = {"cosine": _topk.COSINE, "euclidean": _topk.EUCLIDEAN}
@@ -214,7 +214,9 @@ def _search(x64: np.ndarray, norms: np.ndarray, rows: np.ndarray, k: int, metric
                          out[b0:b0 + b])
 
     n_workers = max(1, min(n_threads, -(-len(rows) // block)))
-    with single_threaded_blas():
+    # One BLAS thread per worker: OpenBLAS's own pool, left spinning after each product, slowed the
+    # numba selection about three times on 2 cores.
+    with threadpool_limits(limits=1, user_api="blas"):
         if n_workers == 1:
             work()
         else:
@@ -341,21 +343,17 @@ def main(argv=None) -> int:
                         help="float N x D array (the trainer's embeddings.npy)")
     parser.add_argument("--labels", metavar="LABELS.npy",
                         help=f"0/1 N x T array (default: {LABELS_FILE} beside EMBEDDINGS.npy)")
-    parser.add_argument("--k", default="1,2,4,8", metavar="K,K,...",
-                        help="comma-separated cut-offs (default: 1,2,4,8)")
+    parser.add_argument("--k", default=",".join(map(str, DEFAULT_KS)), metavar="K,K,...",
+                        help="comma-separated cut-offs (default: %(default)s)")
     parser.add_argument("--metric", choices=sorted(METRICS), default="cosine",
                         help="neighbour metric (default: cosine)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
 
-    labels_path = args.labels or str(beside(args.embeddings, LABELS_FILE))
     try:
         ks = parse_ks(args.k)
         x = load_npy(args.embeddings)
-        if args.labels is None and not beside(args.embeddings, LABELS_FILE).is_file():
-            raise ValueError(f"{args.embeddings}: no --labels given and no {LABELS_FILE} "
-                             f"beside it ({labels_path})")
-        y = load_npy(labels_path)
+        labels_path, y = labels_beside(args.embeddings, args.labels)
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

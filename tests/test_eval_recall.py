@@ -217,16 +217,19 @@ def test_fast_path_equals_plain_exact_scan_on_larger_sets(kind, metric):
 
 
 def test_blas_thread_setting_is_restored():
-    from eval import _blas
-    controls = _blas._openblas_controls()
-    if not controls:
-        pytest.skip("no OpenBLAS in this process: the limit is a no-op")
-    before = [get() for get, _ in controls]
-    with _blas.single_threaded_blas() as found:
-        assert found and [get() for get, _ in controls] == [1] * len(controls)
-        with _blas.single_threaded_blas():  # nested: still one thread, restored only once
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library in this process: the limit is a no-op")
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert blas_threads() == [1] * len(before)
+        with threadpool_limits(limits=1, user_api="blas"):  # nested: still one thread, restored only once
             pass
-        assert [get() for get, _ in controls] == [1] * len(controls)
-    assert [get() for get, _ in controls] == before
-    recall_at_k(np.eye(5), np.ones((5, 1)), ks=(1,))
-    assert [get() for get, _ in controls] == before
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before
+    recall_at_k(np.eye(5), np.ones((5, 1)), ks=(1,))  # the search limits BLAS and restores it
+    assert blas_threads() == before
