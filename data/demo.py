@@ -20,7 +20,7 @@ corpus depends only on ``(n_clips, seconds, seed)`` and not on the number of wor
 
 1. **Track** (1-4 clips each, all in the same folder, like the segments of one MTAT song): a *genre* is the
    latent cause of everything else. Genre, style, key, mode, tempo, meter, the instrument parts, the drum kit
-   and the singer are drawn from genre-conditioned distributions (``data.synth.tracks``).
+   and the singer are drawn from genre-conditioned distributions (``data.synth.tracks``: one function per genre).
 2. **Clip**: per-segment variation of the track (the singer rests, the drums drop out, a guitar solo, the
    loudness class moves), then the *tags* (``data.synth.tags``): every tag is a noisy-OR of latent attributes,
    ``P(tag) = 1 - (1 - fp) * prod_i (1 - min(.97, a * p_i))`` over the attributes ``i`` the clip has, where
