@@ -123,6 +123,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from data.files import write_atomically
 from data.mtat import ANNOTATIONS, FOLDERS, SPLITS, TAGS, read_annotations
 # The synthesizer (re-exported here: ``data.demo`` is the module the rest of the project and the tests use).
 from data.synth.plan import ClipPlan, _check_args, _tempo_class, plan  # noqa: F401
@@ -131,19 +132,10 @@ from data.synth.render import render
 from data.synth.tags import COLUMNS, OTHER_TAGS  # noqa: F401
 
 #: Bumped whenever the output for given parameters changes; part of the corpus identity in ``demo.json``.
-VERSION = 1
+VERSION = 2  # 2: annotations_final.csv with CRLF line ends, as the release
 MARKER = "demo.json"
 PENDING = ".demo-pending.json"
 LATENT = "latent.csv"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary name beside ``path``, then rename: a killed writer leaves no
-    half-written file under the real name (and ``generate`` removes stale temporaries when it resumes)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 #: MTAT's format: MPEG-2 layer III, 16 kHz mono, 32 kbit/s constant bit rate. libsndfile maps its compression
@@ -183,14 +175,14 @@ def _work(task) -> tuple[int, float]:
     need_npy = waveform and not npy.exists()
     if not mp3.exists():
         data = encode_mp3(render(clip, seconds, seed))
-        _atomic_write(mp3, data)
+        write_atomically(mp3, data)
     elif need_npy:
         data = mp3.read_bytes()
     if need_npy:
         y, _ = sf.read(io.BytesIO(data), dtype="float32")
         buf = io.BytesIO()
         np.save(buf, y)
-        _atomic_write(npy, buf.getvalue())
+        write_atomically(npy, buf.getvalue())
     return clip.index, time.perf_counter() - t
 
 
@@ -222,7 +214,7 @@ def _write_csvs(root: Path, clips: list[ClipPlan]) -> Path:
         tags = set(c.tags)
         w.writerow([c.clip_id, *(1 if t in tags else 0 for t in COLUMNS), c.mp3_path])
     csv_path = root / ANNOTATIONS
-    _atomic_write(csv_path, buf.getvalue().encode())
+    write_atomically(csv_path, buf.getvalue().encode())
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     fields = ["clip_id", "mp3_path", "track", "genre", "style", "key", "mode", "bpm", "meter", "tempo", "loudness",
@@ -232,7 +224,7 @@ def _write_csvs(root: Path, clips: list[ClipPlan]) -> Path:
         d = asdict(c)
         d["parts"] = "|".join(f"{i}:{r}" for i, r in c.parts)
         w.writerow(["" if d[k] is None else d[k] for k in fields])
-    _atomic_write(root / LATENT, buf.getvalue().encode())
+    write_atomically(root / LATENT, buf.getvalue().encode())
     return csv_path
 
 
@@ -307,7 +299,7 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
                               f"pick another folder or delete it")
     t0 = time.perf_counter()
     root.mkdir(parents=True, exist_ok=True)
-    _atomic_write(pending, json.dumps(params, indent=1).encode())
+    write_atomically(pending, json.dumps(params, indent=1).encode())
     if upgrade:
         marker.unlink()  # after the pending marker: an interrupted upgrade resumes like any other run
     clips = plan(n_clips, seconds, seed)
@@ -336,7 +328,7 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
     _write_csvs(root, clips)
     done = dict(params, clips=len(clips), seconds_taken=round(time.perf_counter() - t0, 1),
                 waveform_source="decoded MP3" if waveform else None, created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    _atomic_write(marker, json.dumps(done, indent=1).encode())  # last: marks the corpus complete
+    write_atomically(marker, json.dumps(done, indent=1).encode())  # last: marks the corpus complete
     pending.unlink(missing_ok=True)
     return csv_path
 
