@@ -167,6 +167,64 @@ def epoch_batches(a, n_train: int, crops_per_clip: int, n_items: int, sampler, e
     return [t.T.reshape(-1).tolist() for t in sampler.batches(a.batch, rng=rng)]
 
 
+def make_model(a, ff: FeatureFile, device):
+    """The network for ``a.task`` on the file's inputs, on ``device``, with its optimiser and lr rule."""
+    n_mels = ff.params.n_mels if "mel" in a.inputs else 0
+    if a.task == "tagging":
+        model = build_model(a.model, ff.bins, n_mels=n_mels, n_out=len(ff.tags))
+    else:
+        model = build_embedding_model(a.model, ff.bins, dim=a.dim, n_mels=n_mels,
+                                      n_tags=len(ff.tags) if a.tag_weight > 0 else 0)
+    # channels-last convolutions and bf16 autocast: about 2-3x faster CPU steps where oneDNN has bf16.
+    model.to(device, memory_format=torch.channels_last)
+    if a.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=a.weight_decay)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=a.lr_factor, patience=a.patience)
+    return model, opt, sched
+
+
+def step_loss(a, model, x, y, bf16: bool):
+    """The training loss of one batch: BCE (tagging), or mined or sampled triplets plus the tag loss."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)
+    out = out.float()  # losses in fp32
+    if a.task == "tagging":
+        return F.binary_cross_entropy_with_logits(out, y)
+    emb = out
+    if a.mining != "none":
+        loss = batch_triplet_loss(emb, y, margin=a.margin, distance=a.distance, mining=a.mining,
+                                  graded=a.negatives == "graded")
+    else:
+        anc, pos, neg = emb.chunk(3)
+        loss = triplet_loss(anc, pos, neg, margin=a.margin, distance=a.distance)
+    if model.tag_head is not None:
+        loss = loss + a.tag_weight * F.binary_cross_entropy_with_logits(model.tag_head(emb), y)
+    return loss
+
+
+def write_results(a, out, ff: FeatureFile, test: dict, test_loss: float, best_epoch: int, history: list,
+                  seconds: float):
+    """``metrics.json`` and the plots of a finished run; returns the per-tag test scores (tagging) or None."""
+    per_tag = test.pop("per_tag", None)
+    m = {"task": a.task, "model": a.model, "best_epoch": best_epoch, "epochs_run": len(history),
+         "test_loss": test_loss, **{f"test_{k}": v for k, v in test.items()},
+         "valid": {k.removeprefix("val_"): v for k, v in history[best_epoch - 1].items()
+                   if k.startswith("val_")} if len(history) >= best_epoch else {},
+         "data_wait_mean": float(np.mean([h["data_wait"] for h in history])),
+         "train_clips_per_s": float(np.mean([h["clips_per_s"] for h in history])),
+         "seconds": seconds}
+    if per_tag is not None:
+        m["test_per_tag"] = {t: {"roc_auc": float(r), "pr_auc": float(p)} for t, r, p in
+                             zip(ff.tags, per_tag["roc_auc"], per_tag["pr_auc"])}
+        plot_tag_auc(ff.tags, per_tag["roc_auc"], out / "tag_roc_auc.png")
+    runfolder.write_json(out / "metrics.json", m)
+    plot_curves(history, out / "curves.png", ("val_roc_auc", "val_pr_auc") if a.task == "tagging"
+                else tuple(f"val_recall@{k}" for k in DEFAULT_KS))
+    return per_tag
+
+
 def train(a) -> int:
     # ---------------------------------------------------------------- set-up
     out = a.out
@@ -218,20 +276,8 @@ def train(a) -> int:
         raise FeedError(f"{a.features}: the train split cannot feed metric learning: {exc}") from exc
 
     # ---------------------------------------------------------------- model and optimiser
-    n_mels = ff.params.n_mels if "mel" in a.inputs else 0
-    if a.task == "tagging":
-        model = build_model(a.model, ff.bins, n_mels=n_mels, n_out=len(ff.tags))
-    else:
-        model = build_embedding_model(a.model, ff.bins, dim=a.dim, n_mels=n_mels,
-                                      n_tags=len(ff.tags) if a.tag_weight > 0 else 0)
-    # channels-last convolutions and bf16 autocast: about 2-3x faster CPU steps where oneDNN has bf16.
-    model.to(device, memory_format=torch.channels_last)
+    model, opt, sched = make_model(a, ff, device)
     bf16 = a.precision == "bf16" or (a.precision == "auto" and bf16_supported(device))
-    if a.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=a.weight_decay)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=a.lr_factor, patience=a.patience)
     start_epoch, best, history = 1, -math.inf, []
     if init:
         model.backbone.load_state_dict(init["model"])
@@ -247,23 +293,6 @@ def train(a) -> int:
     log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
         f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
         f"train/valid/test clips, {crops_per_clip} crop(s) per clip per epoch, {device}{' bf16' if bf16 else ''}")
-
-    def loss_of(x, y):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = model(x)
-        out = out.float()  # losses in fp32
-        if a.task == "tagging":
-            return F.binary_cross_entropy_with_logits(out, y)
-        emb = out
-        if a.mining != "none":
-            loss = batch_triplet_loss(emb, y, margin=a.margin, distance=a.distance, mining=a.mining,
-                                      graded=a.negatives == "graded")
-        else:
-            anc, pos, neg = emb.chunk(3)
-            loss = triplet_loss(anc, pos, neg, margin=a.margin, distance=a.distance)
-        if model.tag_head is not None:
-            loss = loss + a.tag_weight * F.binary_cross_entropy_with_logits(model.tag_head(emb), y)
-        return loss
 
     def evaluate(dataset):
         """Clip scores, embeddings, labels, the split's loss and its metrics."""
@@ -287,7 +316,7 @@ def train(a) -> int:
         for x, y in loader:
             t_wait += time.time() - t_ready
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = loss_of(x, y)
+            loss = step_loss(a, model, x, y, bf16)
             if not torch.isfinite(loss):
                 stopped = f"loss is {loss.item()} at epoch {epoch}; stopping (the last good checkpoint is {ckpt_last})"
                 break
@@ -343,21 +372,7 @@ def train(a) -> int:
     model.load_state_dict(best_ckpt["model"])
     scores, emb, labels, test_loss, test = evaluate(test_set)
     runfolder.save_outputs(out, scores, emb, labels, ff.clip_id[split["test"]], ff.tags)
-    per_tag = test.pop("per_tag", None)
-    metrics_out = {"task": a.task, "model": a.model, "best_epoch": best_ckpt["epoch"], "epochs_run": len(history),
-                   "test_loss": test_loss, **{f"test_{k}": v for k, v in test.items()},
-                   "valid": {k.removeprefix("val_"): v for k, v in history[best_ckpt["epoch"] - 1].items()
-                             if k.startswith("val_")} if len(history) >= best_ckpt["epoch"] else {},
-                   "data_wait_mean": float(np.mean([h["data_wait"] for h in history])),
-                   "train_clips_per_s": float(np.mean([h["clips_per_s"] for h in history])),
-                   "seconds": time.time() - t_run}
-    if per_tag is not None:
-        metrics_out["test_per_tag"] = {t: {"roc_auc": float(r), "pr_auc": float(p)} for t, r, p in
-                                       zip(ff.tags, per_tag["roc_auc"], per_tag["pr_auc"])}
-        plot_tag_auc(ff.tags, per_tag["roc_auc"], out / "tag_roc_auc.png")
-    runfolder.write_json(out / "metrics.json", metrics_out)
-    plot_curves(history, out / "curves.png", ("val_roc_auc", "val_pr_auc") if a.task == "tagging"
-                else tuple(f"val_recall@{k}" for k in DEFAULT_KS))
+    per_tag = write_results(a, out, ff, test, test_loss, best_ckpt["epoch"], history, time.time() - t_run)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     log(f"\ntest ({len(split['test'])} clips, best epoch {best_ckpt['epoch']}): {shown}")
     log(f"run folder {out}: metrics.json, best.pt, predictions/embeddings/labels .npy, curves.png"
