@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import itertools
 import multiprocessing as mp
 import os
@@ -26,7 +27,7 @@ import soundfile as sf
 from data.audio import SR, AudioError, load_audio
 from data.files import write_atomically
 from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
-from features.frontend import FeatureParams, FrontEnd, parse_features, pick_device
+from features.params import STFTS, FeatureParams, parse_features
 from pipeline import store
 
 DEMO_ROOT = Path("cache/demo")
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=tuple(SPLITS), default="gct634", help="split scheme; clips outside it are left out")
     p.add_argument("--out", type=Path, default=Path("cache/features.h5"), help="output HDF5 file")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the front-end runs")
+    p.add_argument("--stft", choices=("auto", *STFTS), default="auto",
+                   help="STFT back-end: fft (torch.stft) or nnaudio (convolutional); auto: nnaudio on CUDA, "
+                        "fft on the CPU. The file records it, so a resumed run never mixes two")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="decoding processes (0: decode in the main process)")
     p.add_argument("--batch", type=int, default=32, help="clips per front-end batch")
@@ -167,8 +171,15 @@ def imap_bounded(pool, fn, tasks, ahead: int):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
     t_start = time.time()
+    args = parse_args(argv)
+    args.t_start = t_start
+    # The heavy libraries load only now that the arguments are good: --help and errors answer at once.
+    from features.frontend import pick_device
+    args.device = pick_device(args.device)
+    if args.stft == "auto":  # the design: nnAudio batched on the GPU; on the CPU the FFT is cheaper
+        args.stft = "nnaudio" if args.device.type == "cuda" else "fft"
+    args.params = dataclasses.replace(args.params, stft=args.stft)
     if args.data is None:
         from data.demo import ensure_demo  # imported here: only the demo needs the generator
         root = ensure_demo(DEMO_ROOT)
@@ -244,6 +255,8 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
     import torch
     from tqdm import tqdm
 
+    from features.frontend import FrontEnd
+
     ranges = plan_batches(writer.room, args.batch, args.batch * args.params.frames(30.0))
     pending = [(b, e) for b, e in ranges if (writer.status[b:e] != 1).any()]
     rows = [i for b, e in pending for i in range(b, e)]
@@ -252,13 +265,14 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
     rows += [i for i in np.flatnonzero(writer.status == -1) if i not in queued]
     min_samples, max_samples = int(args.min_seconds * SR), int(args.max_seconds * SR)
     tasks = [(i, paths[i], min_samples, max_samples) for i in rows]
-    device = pick_device(args.device)
+    device = args.device
     # The pool is forked before torch starts its threads, which must not be inherited.
     pool = mp.Pool(args.workers) if args.workers > 0 and len(tasks) > 1 else None
     results = imap_bounded(pool, _decode, tasks, ahead=2 * args.batch + 2 * args.workers) if pool \
         else map(_decode, tasks)
     frontend = FrontEnd(args.features, args.params).to(device)
     errors, audio_seconds, truncated, t0 = {}, 0.0, 0, time.time()
+    startup = t0 - args.t_start  # imports, reading the annotations, creating the file, the front-end
     bar = tqdm(total=len(tasks), unit="clip", disable=args.quiet, dynamic_ncols=True, desc="extract")
     batch_of = {i: (b, e) for b, e in pending for i in range(b, e)}
     waiting: dict[tuple[int, int], dict] = {}
@@ -296,8 +310,9 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
         bar.close()
         if pool:
             pool.terminate()
-    return dict(errors={paths[i]: e for i, e in sorted(errors.items())}, seconds=time.time() - t0,
-                clips=len(tasks) - len(errors), audio_seconds=audio_seconds, truncated=truncated, device=device)
+    return dict(errors={paths[i]: e for i, e in sorted(errors.items())}, seconds=time.time() - t0, startup=startup,
+                clips=len(tasks) - len(errors), audio_seconds=audio_seconds, truncated=truncated, device=device,
+                params=args.params)
 
 
 def write_log(path: Path, errors: dict) -> None:
@@ -326,7 +341,8 @@ def summary(out: Path, clips, status, stats, n_done_before: int, elapsed: float)
         lines.append(f"resumed    {n_done_before} clips were already done")
     lines.append(f"time       {elapsed:.1f} s in all; {stats['clips']} clips in {stats['seconds']:.1f} s = "
                  f"{rate:.1f} clips/s ({stats['audio_seconds'] / max(stats['seconds'], 1e-9):.0f}x real time) "
-                 f"on {stats['device']}")
+                 f"on {stats['device']} ({stats['params'].stft} STFT)")
+    lines.append(f"start-up   {stats['startup']:.1f} s before the first clip (imports, annotations, file, front-end)")
     print("\n".join(lines))
 
 

@@ -12,7 +12,7 @@ import torch
 
 from data.audio import load_audio
 from data.mtat import TAGS, find_audio, read_annotations
-from features.frontend import FrontEnd
+from features.frontend import FeatureParams, FrontEnd
 from pipeline import extract, store
 from tests.conftest import make_corpus, write_csv
 
@@ -39,13 +39,14 @@ def test_extract_round_trip(corpus, tmp_path, capsys):
     data, attrs = read_all(out)
     assert attrs["features"] == "mel,mfcc,chroma" and attrs["n_mels"] == 96 and attrs["split_scheme"] == "standard"
     assert attrs["hop_length"] == 256 and attrs["source"] == str(corpus.resolve()) and attrs["audio_kind"] == "mp3"
+    assert attrs["stft"] == "fft"  # auto on the CPU
     assert [t.decode() for t in data["tags"]] == list(TAGS)
     np.testing.assert_array_equal(data["clip_id"], clips["clip_id"])
     np.testing.assert_array_equal(data["labels"], clips[list(TAGS)].to_numpy())
     assert [s.decode() for s in data["split"]] == clips["split"].tolist()
     assert (data["status"] == 1).all()
     # Every stored clip equals the front-end applied to that clip alone, padding zeroed.
-    fe = FrontEnd(("mel", "mfcc", "chroma"))
+    fe = FrontEnd(("mel", "mfcc", "chroma"), FeatureParams(stft="fft"))
     layout = find_audio(corpus)
     with h5py.File(out, "r") as f:
         for i in (0, 7, len(clips) - 1):
@@ -150,6 +151,8 @@ def test_other_parameters_never_mix(corpus, tmp_path, capsys):
     assert run(corpus, out, "--features", "mel", "--n-mels", "64") == 2
     assert "other settings (n_mels)" in capsys.readouterr().err
     assert run(corpus, out, "--features", "mel,mfcc") == 2
+    assert run(corpus, out, "--features", "mel", "--stft", "nnaudio") == 2  # the CPU's auto is fft
+    assert "other settings (stft)" in capsys.readouterr().err
     assert out.read_bytes() == before
     assert run(corpus, out, "--features", "mel", "--n-mels", "64", "--overwrite") == 0
     assert read_all(out)[1]["n_mels"] == 64

@@ -1,15 +1,17 @@
-"""Parity of the nnAudio front-end with librosa on real audio, and batching invariance.
+"""Parity of both STFT back-ends of the front-end with librosa on real audio, and batching invariance.
 
 Tolerances: log-mel within 0.01 dB (float32 STFT by convolution vs librosa's FFT), MFCC within
 0.05 (values span about +-600), chroma within 1e-4 (values in [0, 1]).
 """
+import dataclasses
+
 import librosa
 import numpy as np
 import pytest
 import torch
 
 from data.audio import load_audio
-from features.frontend import FEATURES, FeatureParams, FrontEnd, parse_features
+from features.frontend import FEATURES, STFTS, FeatureParams, FrontEnd, parse_features
 from tests.conftest import MSD_MP3, MTAT_MP3
 
 
@@ -26,10 +28,12 @@ def librosa_features(y, p: FeatureParams):
 TOL = {"mel": 0.01, "mfcc": 0.05, "chroma": 1e-4}
 
 
+@pytest.mark.parametrize("stft", STFTS)
 @pytest.mark.parametrize("path", [MTAT_MP3, MSD_MP3], ids=["mtat", "msd"])
 @pytest.mark.parametrize("params", [FeatureParams(), FeatureParams(n_fft=1024, hop_length=512, n_mels=128, f_min=30.0)],
                          ids=["course", "other"])
-def test_parity_with_librosa(fixtures_dir, path, params):
+def test_parity_with_librosa(fixtures_dir, path, params, stft):
+    params = dataclasses.replace(params, stft=stft)
     y = load_audio(path)
     out = FrontEnd(FEATURES, params)(torch.from_numpy(y)[None])
     ref = librosa_features(y, params)
@@ -42,9 +46,22 @@ def test_parity_with_librosa(fixtures_dir, path, params):
     assert out["mel"].max() > -40  # real music, not a silent decode
 
 
-def test_batch_of_unequal_lengths_equals_one_by_one(fixtures_dir):
+def test_backends_agree(fixtures_dir):
+    y = torch.from_numpy(load_audio(MSD_MP3))[None]
+    fft = FrontEnd(FEATURES, FeatureParams(stft="fft"))(y)
+    conv = FrontEnd(FEATURES, FeatureParams(stft="nnaudio"))(y)
+    for name, tol in (("mel", 1e-3), ("mfcc", 1e-2), ("chroma", 1e-5)):
+        err = (fft[name] - conv[name]).abs().max().item()
+        assert err < tol, f"{name}: back-ends differ by {err}"
+    with pytest.raises(ValueError, match="unknown STFT back-end"):
+        FeatureParams(stft="wavelet")
+    assert FeatureParams.from_dict({"n_mels": 96}).stft == "nnaudio"  # files from before the back-ends
+
+
+@pytest.mark.parametrize("stft", STFTS)
+def test_batch_of_unequal_lengths_equals_one_by_one(fixtures_dir, stft):
     a, b = load_audio(MTAT_MP3), load_audio(MSD_MP3)[: 5 * 16000 + 123]
-    fe = FrontEnd(FEATURES)
+    fe = FrontEnd(FEATURES, FeatureParams(stft=stft))
     wave = torch.zeros(2, len(a))
     wave[0], wave[1, : len(b)] = torch.from_numpy(a), torch.from_numpy(b)
     batch = fe(wave, torch.tensor([len(a), len(b)]))
