@@ -125,11 +125,18 @@ import soundfile as sf
 
 from data.files import write_atomically
 from data.mtat import ANNOTATIONS, FOLDERS, SPLITS, TAGS, read_annotations
+from data.audio import SR
 # The synthesizer (re-exported here: ``data.demo`` is the module the rest of the project and the tests use).
 from data.synth.plan import ClipPlan, _check_args, _tempo_class, plan  # noqa: F401
-from data.synth.primitives import SR
-from data.synth.render import render
 from data.synth.tags import COLUMNS, OTHER_TAGS  # noqa: F401
+
+
+def __getattr__(name):
+    # ``render`` pulls in scipy.signal (half a second): loaded on first use, so --help answers at once.
+    if name == "render":
+        from data.synth.render import render
+        return render
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: Bumped whenever the output for given parameters changes; part of the corpus identity in ``demo.json``.
 VERSION = 2  # 2: annotations_final.csv with CRLF line ends, as the release
@@ -174,6 +181,7 @@ def _work(task) -> tuple[int, float]:
     npy = Path(root) / "waveform" / (clip.mp3_path[:-4] + ".npy")
     need_npy = waveform and not npy.exists()
     if not mp3.exists():
+        from data.synth.render import render
         data = encode_mp3(render(clip, seconds, seed))
         write_atomically(mp3, data)
     elif need_npy:

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from data.mtat import TAGS
-from features.frontend import FeatureParams, parse_features
+from features.params import FeatureParams, parse_features
 
 FORMAT = "mtat-toolkit/features"
 VERSION = 2

@@ -141,8 +141,8 @@ def test_metric_learning_runs(feats, tmp_path):
 def test_metric_tag_loss_is_added(feats, tmp_path, monkeypatch):
     """--tag-weight adds w * BCE of the embedding's tag head; 0 leaves the triplet loss alone."""
     seen = []
-    real = run.F.binary_cross_entropy_with_logits
-    monkeypatch.setattr(run.F, "binary_cross_entropy_with_logits", lambda *a, **k: seen.append(1) or real(*a, **k))
+    real = torch.nn.functional.binary_cross_entropy_with_logits
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", lambda *a, **k: seen.append(1) or real(*a, **k))
     base = ["--features", str(feats), "--task", "metric", "--model", "linear", *FAST, "--epochs", "1"]
     assert run.main([*base, "--tag-weight", "0", "--out", str(tmp_path / "w0")]) == 0
     assert not seen and "tag_head.weight" not in torch.load(tmp_path / "w0" / "best.pt", weights_only=False)["model"]
@@ -182,7 +182,7 @@ def test_auto_crops_cover_the_training_audio(feats, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    real = run.F.binary_cross_entropy_with_logits
+    real = torch.nn.functional.binary_cross_entropy_with_logits
     calls = {"n": 0}
 
     def nan_later(*a, **k):
@@ -190,7 +190,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, 
         loss = real(*a, **k)
         return loss * float("nan") if calls["n"] > 3 else loss
 
-    monkeypatch.setattr(run.F, "binary_cross_entropy_with_logits", nan_later)
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy_with_logits", nan_later)
     assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), "--epochs", "3",
                      "--crops-per-clip", "1", "--batch", "8", "--quiet"]) == 1
     assert "loss is nan at epoch 2" in capsys.readouterr().out

@@ -18,22 +18,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
-from eval.recall import DEFAULT_KS
-from features.frontend import parse_features, pick_device
+from features.params import parse_features
 from train import runfolder
-from train.evaluate import metrics, predict, split_loss
-from train.feed import Crops, FeatureFile, FeedError, standardizer
-from train.metric import TagTripletSampler, batch_triplet_loss, pk_sampler, triplet_loss
 from train.runfolder import RunError
-from train.models import MODELS, build_embedding_model, build_model, count_parameters
-from train.plots import plot_curves, plot_tag_auc
 
-#: Inputs each model reads when --inputs is not given (the stronger model uses all it can).
+# torch, the models, the feed's readers and the evaluators load inside the functions that use them,
+# so that --help and argument errors answer at once.
+
+#: Inputs each model reads when --inputs is not given (the stronger model uses all it can); its keys are
+#: the names of ``train.models.MODELS`` (a test checks), known here without importing torch.
 DEFAULT_INPUTS = {"baseline": "mel", "cnn2d": "mel", "shortres": "mel,mfcc,chroma", "linear": "mel"}
 DEFAULT_MODEL = {"tagging": "shortres", "metric": "shortres"}
 
@@ -43,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--features", type=Path, default=Path("cache/features.h5"), help="features file from extraction")
     p.add_argument("--task", choices=("tagging", "metric"), default="tagging")
-    p.add_argument("--model", choices=tuple(MODELS), default=None,
+    p.add_argument("--model", choices=tuple(DEFAULT_INPUTS), default=None,
                    help=f"network; default {DEFAULT_MODEL['tagging']} ('linear' is for --task metric)")
     p.add_argument("--inputs", default=None, help="stored features fed to the model, e.g. mel,mfcc; "
                    f"default per model: {DEFAULT_INPUTS}")
@@ -120,7 +114,7 @@ def parse_args(argv=None):
         parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
     if a.init and a.model == "linear":
         parser.error("--init: the linear projection has no backbone to start from a tagging run")
-    if a.device == "cuda" and not torch.cuda.is_available():
+    if a.device == "cuda" and not __import__("torch").cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
     return a
 
@@ -136,8 +130,10 @@ def config_of(a) -> dict:
     return c
 
 
-def bf16_supported(device: torch.device) -> bool:
+def bf16_supported(device) -> bool:
     """Whether bfloat16 autocast runs natively (CUDA with bf16, or a CPU with AVX-512 BF16 / AMX)."""
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -145,6 +141,8 @@ def bf16_supported(device: torch.device) -> bool:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
+    from train.feed import FeedError
+
     try:
         return train(a)
     except (FeedError, RunError) as exc:
@@ -167,8 +165,12 @@ def epoch_batches(a, n_train: int, crops_per_clip: int, n_items: int, sampler, e
     return [t.T.reshape(-1).tolist() for t in sampler.batches(a.batch, rng=rng)]
 
 
-def make_model(a, ff: FeatureFile, device):
+def make_model(a, ff, device):
     """The network for ``a.task`` on the file's inputs, on ``device``, with its optimiser and lr rule."""
+    import torch
+
+    from train.models import build_embedding_model, build_model
+
     n_mels = ff.params.n_mels if "mel" in a.inputs else 0
     if a.task == "tagging":
         model = build_model(a.model, ff.bins, n_mels=n_mels, n_out=len(ff.tags))
@@ -187,6 +189,11 @@ def make_model(a, ff: FeatureFile, device):
 
 def step_loss(a, model, x, y, bf16: bool):
     """The training loss of one batch: BCE (tagging), or mined or sampled triplets plus the tag loss."""
+    import torch
+    import torch.nn.functional as F
+
+    from train.metric import batch_triplet_loss, triplet_loss
+
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(x)
     out = out.float()  # losses in fp32
@@ -204,9 +211,12 @@ def step_loss(a, model, x, y, bf16: bool):
     return loss
 
 
-def write_results(a, out, ff: FeatureFile, test: dict, test_loss: float, best_epoch: int, history: list,
+def write_results(a, out, ff, test: dict, test_loss: float, best_epoch: int, history: list,
                   seconds: float):
     """``metrics.json`` and the plots of a finished run; returns the per-tag test scores (tagging) or None."""
+    from eval.recall import DEFAULT_KS
+    from train.plots import plot_curves, plot_tag_auc
+
     per_tag = test.pop("per_tag", None)
     m = {"task": a.task, "model": a.model, "best_epoch": best_epoch, "epochs_run": len(history),
          "test_loss": test_loss, **{f"test_{k}": v for k, v in test.items()},
@@ -226,6 +236,16 @@ def write_results(a, out, ff: FeatureFile, test: dict, test_loss: float, best_ep
 
 
 def train(a) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from features.frontend import pick_device
+    from train.evaluate import metrics, predict, split_loss
+    from train.feed import Crops, FeatureFile, FeedError, standardizer
+    from train.metric import TagTripletSampler, pk_sampler
+    from train.models import count_parameters
+
     # ---------------------------------------------------------------- set-up
     out = a.out
     out.mkdir(parents=True, exist_ok=True)

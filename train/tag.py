@@ -14,17 +14,19 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from data.audio import AudioError, load_audio
-from features.frontend import FeatureParams, FrontEnd
-from train.feed import chunk_starts
-from train.models import build_model
+from features.params import FeatureParams
 from train.runfolder import RunError, load_best
+
+# torch, the front-end and the models load in the functions that use them: --help answers at once.
 
 
 def load_run(run: Path, device="cpu"):
     """The model of a tagging run, its front-end, standardisation and crop length."""
+    from features.frontend import FrontEnd
+    from train.models import build_model
+
     cfg, ckpt = load_best(run, device, "tagging")
     params = FeatureParams.from_dict(cfg["feature_params"])
     frontend = FrontEnd(cfg["inputs"], params).to(device)
@@ -38,17 +40,21 @@ def load_run(run: Path, device="cpu"):
     return model, frontend, ckpt["mean"], ckpt["std"], int(cfg["frames"]), cfg["tags"]
 
 
-@torch.no_grad()
 def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.ndarray:
     """Clip-level sigmoid scores of one audio file: the mean over its non-overlapping crops."""
+    import torch
+
+    from train.feed import chunk_starts
+
     y = load_audio(path, sr=frontend.params.sr)
-    out = frontend(torch.from_numpy(y)[None].to(device))
-    x = torch.cat([out[f][0] for f in frontend.features], dim=1).T.cpu().numpy()  # (bins, T)
-    x = (x - mean[:, None]) / std[:, None]
-    if x.shape[1] < frames:  # shorter than one crop: pad with the training mean (0 once standardised)
-        x = np.pad(x, ((0, 0), (0, frames - x.shape[1])))
-    crops = torch.from_numpy(np.stack([x[:, t:t + frames] for t in chunk_starts(x.shape[1], frames)])).float()
-    return torch.sigmoid(model(crops.to(device))).mean(dim=0).cpu().numpy()
+    with torch.no_grad():
+        out = frontend(torch.from_numpy(y)[None].to(device))
+        x = torch.cat([out[f][0] for f in frontend.features], dim=1).T.cpu().numpy()  # (bins, T)
+        x = (x - mean[:, None]) / std[:, None]
+        if x.shape[1] < frames:  # shorter than one crop: pad with the training mean (0 once standardised)
+            x = np.pad(x, ((0, 0), (0, frames - x.shape[1])))
+        crops = np.stack([x[:, t:t + frames] for t in chunk_starts(x.shape[1], frames)])
+        return torch.sigmoid(model(torch.from_numpy(crops).float().to(device))).mean(dim=0).cpu().numpy()
 
 
 def main(argv=None) -> int:
