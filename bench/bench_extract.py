@@ -1,15 +1,18 @@
 """End-to-end extraction throughput against the naive librosa loop, on the same clips, in one run.
 
-    python bench/bench_extract.py [--data cache/demo] [--clips 200] [--features mel,mfcc,chroma] [--json]
+    python bench/bench_extract.py [--data cache/demo] [--clips 1000] [--features mel,mfcc,chroma] [--json]
 
-Measured, in this order, each on the same first ``--clips`` clips of the gct634 split:
+Measured, in this order, each on the same first ``--clips`` clips of the standard split:
 
 * naive: one process, per clip ``librosa.load(sr=16000)`` then ``librosa.feature.melspectrogram`` (+ dB),
   ``mfcc`` and ``chroma_stft`` on the waveform, each result written with ``np.save``: the notebook way;
-* decode only: our decoder alone, in one process and in the pipeline's worker pool (the floor: the
-  pipeline cannot beat decoding);
-* pipeline: ``pipeline/extract.py``'s ``main()`` with the arguments users give (worker decoding,
-  batched nnAudio, HDF5), in this process so that, like the others, it pays no interpreter start-up.
+* decode only: our decoder alone, in one process and in the pipeline's worker pool with 1 and with
+  all workers (the floor: the pipeline cannot beat decoding);
+* the parts, each alone in this process, as CPU seconds per clip: decode, front-end (each STFT
+  back-end) and the HDF5 write. ``ideal = cores / (decode + front-end + write)`` is the rate of a
+  pipeline in which no part ever waits on another;
+* pipeline: ``pipeline/extract.py`` with each back-end, in this process (``main()``, no interpreter
+  start-up) and as users run it (a new process: start-up, imports and all).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +32,7 @@ import numpy as np
 
 from data.audio import load_audio
 from data.mtat import ANNOTATIONS, find_audio, read_annotations
-from pipeline import extract
+from pipeline import extract, store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,21 +60,61 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - t
 
 
+def part_costs(paths, clips, features, tmp: Path, batch: int = 32) -> dict:
+    """CPU seconds per clip of decoding, of the front-end (each back-end) and of the HDF5 write."""
+    import torch
+
+    from features.frontend import FeatureParams, FrontEnd
+
+    cpu = time.process_time
+    t = cpu()
+    waves = [load_audio(p) for p in paths]
+    costs = {"decode": (cpu() - t) / len(paths)}
+    batches = []
+    for b in range(0, len(waves), batch):
+        part = waves[b:b + batch]
+        lengths = np.array([len(y) for y in part])
+        w = np.zeros((len(part), lengths.max()), np.float32)
+        for j, y in enumerate(part):
+            w[j, :len(y)] = y
+        batches.append((torch.from_numpy(w), torch.from_numpy(lengths)))
+    feats = None
+    for stft in ("fft", "nnaudio"):
+        fe = FrontEnd(features, FeatureParams(stft=stft))
+        fe(*batches[0])  # warm-up
+        t = cpu()
+        outs = [fe(w, n) for w, n in batches]
+        costs[f"frontend_{stft}"] = (cpu() - t) / len(paths)
+        feats = feats or outs
+    params = FeatureParams()
+    rooms = [params.n_frames(len(y)) for y in waves]
+    store.create(tmp / "w.h5", clips, store.Header(tuple(features), params), rooms)
+    writer = store.Writer(tmp / "w.h5")
+    t = cpu()
+    for k, out in enumerate(feats):
+        out = dict(out)
+        n = out.pop("n_frames").numpy()
+        rows = list(range(k * batch, k * batch + len(n)))
+        writer.write(rows, {f: v.numpy() for f, v in out.items()}, n, [])
+    costs["write"] = (cpu() - t) / len(paths)
+    writer.close()
+    return costs
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=REPO / "cache/demo", help="dataset root (default: the demo corpus)")
-    p.add_argument("--clips", type=int, default=600, help="clips of the gct634 split (the demo has 600)")
+    p.add_argument("--clips", type=int, default=1000, help="first clips of the standard split (the demo has 1,372)")
     p.add_argument("--features", default="mel,mfcc,chroma")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     if not (a.data / ANNOTATIONS).is_file():
         from data.demo import ensure_demo
         ensure_demo(a.data)
-    clips = read_annotations(a.data / ANNOTATIONS, "gct634").head(a.clips)
+    clips = read_annotations(a.data / ANNOTATIONS, "standard").head(a.clips)
     layout = find_audio(a.data)
     paths = [layout.path(m) for m in clips["mp3_path"]]
-    n = len(paths)
+    n, cores = len(paths), os.cpu_count() or 1
     features = a.features.split(",")
     audio_s = sum(len(load_audio(q)) for q in paths[:20]) / 16000 / min(n, 20)  # also warms the page cache
 
@@ -78,33 +122,55 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         t_naive = timed(naive, paths, features, tmp)
         t_dec1 = timed(lambda: [_decode(q) for q in paths])
-        with mp.Pool(a.workers) as pool:
-            t_decw = timed(lambda: pool.map(_decode, paths, chunksize=2))
+        floors = {}
+        for w in sorted({1, cores}):
+            with mp.Pool(w) as pool:
+                floors[w] = timed(lambda: pool.map(_decode, paths, chunksize=4))
+        costs = part_costs(paths, clips, features, tmp)
         # The pipeline as users run it, on a root holding only these clips.
         root = tmp / "subset"
         root.mkdir()
-        (root / ANNOTATIONS).write_text("\n".join(
-            [(a.data / ANNOTATIONS).read_text().splitlines()[0]]
-            + [line for line in (a.data / ANNOTATIONS).read_text().splitlines()[1:]
-               if line.split("\t")[-1].strip('"') in set(clips["mp3_path"])]) + "\n")
+        lines = (a.data / ANNOTATIONS).read_bytes().split(b"\r\n")
+        keep = {m.encode() for m in clips["mp3_path"]}
+        (root / ANNOTATIONS).write_bytes(b"\r\n".join(
+            [lines[0]] + [ln for ln in lines[1:] if ln.rsplit(b"\t", 1)[-1].strip(b'"') in keep] + [b""]))
         os.symlink(layout.base.resolve(), root / ("waveform" if layout.kind == "npy" else "mp3"))
-        argv = ["--data", str(root), "--features", a.features, "--out", str(tmp / "f.h5"),
-                "--workers", str(a.workers), "--quiet", "--device", "cpu"]
-        t_pipe = timed(extract.main, argv)  # in-process like the others: interpreter start-up excluded
+        pipe, whole = {}, {}
+        for stft in ("fft", "nnaudio"):
+            argv = ["--data", str(root), "--split", "standard", "--features", a.features, "--stft", stft,
+                    "--quiet", "--device", "cpu"]
+            pipe[stft] = timed(extract.main, [*argv, "--out", str(tmp / f"in-{stft}.h5")])
+            whole[stft] = timed(lambda: subprocess.run(
+                [sys.executable, "pipeline/extract.py", *argv, "--out", str(tmp / f"proc-{stft}.h5")],
+                cwd=REPO, check=True, capture_output=True))
 
+    workers = max(1, cores - 1)
     rows = {"naive librosa loop (1 process)": t_naive, "decode only, 1 process": t_dec1,
-            f"decode only, {a.workers} worker(s) (floor)": t_decw,
-            f"pipeline/extract.py main() ({a.workers} worker(s))": t_pipe}
-    result = {"clips": n, "clip_seconds": round(audio_s, 2), "features": a.features, "cpus": os.cpu_count(),
+            **{f"decode only, {w} worker(s)": v for w, v in floors.items()},
+            **{f"pipeline, {s} STFT, in-process ({workers} worker(s))": v for s, v in pipe.items()},
+            **{f"pipeline, {s} STFT, whole process": v for s, v in whole.items()}}
+    ideal = {s: cores / (costs["decode"] + costs[f"frontend_{s}"] + costs["write"]) for s in ("fft", "nnaudio")}
+    result = {"clips": n, "clip_seconds": round(audio_s, 2), "features": a.features, "cpus": cores,
               "machine": platform.processor() or platform.machine(),
-              "clips_per_s": {k: n / v for k, v in rows.items()}, "speedup_vs_naive": t_naive / t_pipe}
+              "clips_per_s": {k: n / v for k, v in rows.items()},
+              "cpu_ms_per_clip": {k: 1e3 * v for k, v in costs.items()},
+              "ideal_clips_per_s": ideal,
+              "speedup_vs_naive": {f"{s} {m}": t_naive / d[s] for s in pipe for m, d in
+                                   (("in-process", pipe), ("whole process", whole))},
+              "ideal_over_pipeline": {s: ideal[s] / (n / pipe[s]) for s in pipe}}
     if a.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{n} clips of {audio_s:.1f} s, features {a.features}, {os.cpu_count()} CPUs\n")
+    print(f"{n} clips of {audio_s:.1f} s, features {a.features}, {cores} CPUs\n")
     print("| method | clips/s | x naive |\n|---|---|---|")
     for k, v in rows.items():
         print(f"| {k} | {n / v:.1f} | {t_naive / v:.2f} |")
+    print("\n| part | CPU ms per clip |\n|---|---|")
+    for k, v in costs.items():
+        print(f"| {k} | {1e3 * v:.2f} |")
+    for s in pipe:
+        print(f"\n{s}: ideal {ideal[s]:.1f} clips/s = {cores} cores / (decode + front-end + write); "
+              f"in-process pipeline {n / pipe[s]:.1f} clips/s, ideal / pipeline = {ideal[s] / (n / pipe[s]):.2f}")
     return 0
 
 

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "fft on the CPU. The file records it, so a resumed run never mixes two")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
                    help="decoding processes (0: decode in the main process)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the front-end; default: the cores (os.cpu_count()), which the "
+                        "front-end shares with the decoding workers when they wait")
     p.add_argument("--batch", type=int, default=32, help="clips per front-end batch")
     p.add_argument("--min-seconds", type=float, default=3.0,
                    help="skip clips shorter than this (the trainer's default crop is 3 s)")
@@ -89,6 +92,8 @@ def parse_args(argv=None):
         parser.error(f"--batch must be at least 1, got {args.batch}")
     if args.workers < 0:
         parser.error(f"--workers must be 0 or more, got {args.workers}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if not 0 < args.min_seconds <= args.max_seconds:
         parser.error(f"need 0 < --min-seconds <= --max-seconds, got {args.min_seconds} and {args.max_seconds}")
     if args.device == "cuda":
@@ -270,6 +275,7 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
     pool = mp.Pool(args.workers) if args.workers > 0 and len(tasks) > 1 else None
     results = imap_bounded(pool, _decode, tasks, ahead=2 * args.batch + 2 * args.workers) if pool \
         else map(_decode, tasks)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     frontend = FrontEnd(args.features, args.params).to(device)
     errors, audio_seconds, truncated, t0 = {}, 0.0, 0, time.time()
     startup = t0 - args.t_start  # imports, reading the annotations, creating the file, the front-end
