@@ -22,7 +22,6 @@ import librosa
 import numpy as np
 import scipy.fft
 import torch
-from nnAudio.features import STFT
 from torch import nn
 
 from features.params import FEATURES, STFTS, FeatureParams, parse_features  # noqa: F401  (re-exported)
@@ -57,6 +56,8 @@ class FrontEnd(nn.Module):
         self.features = parse_features(features)
         self.params = p = params
         if p.stft == "nnaudio":
+            from nnAudio.features import STFT  # here: it loads scipy.signal, almost a second, for this path only
+
             self.stft = STFT(n_fft=p.n_fft, hop_length=p.hop_length, window="hann", freq_scale="no",
                              center=True, pad_mode="constant", sr=p.sr, output_format="Complex", verbose=False)
         else:  # librosa's window: scipy's periodic ('fftbins') Hann

@@ -50,11 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stft", choices=("auto", *STFTS), default="auto",
                    help="STFT back-end: fft (torch.stft) or nnaudio (convolutional); auto: nnaudio on CUDA, "
                         "fft on the CPU. The file records it, so a resumed run never mixes two")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                   help="decoding processes (0: decode in the main process)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="decoding processes (0: decode in the main process); default: the cores")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads of the front-end; default: the cores (os.cpu_count()), which the "
-                        "front-end shares with the decoding workers when they wait")
+                   help="torch threads of the front-end; default: the cores left by the workers, at least 1 "
+                        "(on 2 cores, 2 workers and 1 thread beat 1 worker and 2 threads: bench/RESULTS.md)")
     p.add_argument("--batch", type=int, default=32, help="clips per front-end batch")
     p.add_argument("--min-seconds", type=float, default=3.0,
                    help="skip clips shorter than this (the trainer's default crop is 3 s)")
@@ -275,7 +275,7 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
     pool = mp.Pool(args.workers) if args.workers > 0 and len(tasks) > 1 else None
     results = imap_bounded(pool, _decode, tasks, ahead=2 * args.batch + 2 * args.workers) if pool \
         else map(_decode, tasks)
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
     frontend = FrontEnd(args.features, args.params).to(device)
     errors, audio_seconds, truncated, t0 = {}, 0.0, 0, time.time()
     startup = t0 - args.t_start  # imports, reading the annotations, creating the file, the front-end

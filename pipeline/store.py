@@ -248,12 +248,18 @@ class Writer:
         dropped). Features are flushed before ``status`` so a clip is never marked done without its data.
         """
         kept = np.minimum(np.asarray(n_frames, np.int64), self.room[rows]) if rows else np.zeros(0, np.int64)
-        for name in self.features:
-            ds = self.file[name]
-            for j, i in enumerate(rows):
-                block = np.zeros((int(self.room[i]), ds.shape[1]), self.dtype)
-                block[:kept[j]] = feats[name][j, :kept[j]]
-                ds[self.frame_start[i]:self.frame_start[i] + len(block)] = block
+        if rows:
+            # One write per feature over the batch's consecutive rooms (a skipped clip's room among
+            # them is written as zeros): per-clip h5py calls cost more than the copy.
+            first, last = min(rows), max(rows)
+            start, stop = int(self.frame_start[first]), int(self.frame_start[last] + self.room[last])
+            for name in self.features:
+                ds = self.file[name]
+                block = np.zeros((stop - start, ds.shape[1]), self.dtype)
+                for j, i in enumerate(rows):
+                    at = int(self.frame_start[i]) - start
+                    block[at:at + kept[j]] = feats[name][j, :kept[j]]
+                ds[start:stop] = block
         self.n_frames[rows] = kept
         self.file["n_frames"][:] = self.n_frames
         self.file.flush()
