@@ -251,12 +251,62 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
-    """Decode in worker processes and extract every unfinished batch; return run statistics.
+#: The front-end a decoding worker also runs (CPU extraction); inherited from the parent at fork.
+_FRONTEND = None
 
-    Batches are fixed index ranges, so a resumed run computes exactly the batches an uninterrupted
-    run would have, and gets the same numbers.
+
+def _init_worker() -> None:
+    import torch
+    torch.set_num_threads(1)  # the workers are the parallelism: one thread each
+
+
+def featurize(frontend, waves: list[np.ndarray]) -> tuple[dict, np.ndarray]:
+    """Features of a batch of waveforms, zero-padded to the longest: ``({name: (B, T, bins)}, n_frames)``."""
+    import torch
+
+    lengths = np.array([len(y) for y in waves])
+    wave = np.zeros((len(waves), lengths.max()), np.float32)
+    for j, y in enumerate(waves):
+        wave[j, :lengths[j]] = y
+    device = frontend.dct.device
+    res = frontend(torch.from_numpy(wave).to(device), torch.from_numpy(lengths).to(device))
+    n_frames = res.pop("n_frames").cpu().numpy()
+    return {k: v.cpu().numpy() for k, v in res.items()}, n_frames
+
+
+def _batch_job(task) -> dict:
+    """Decode the clips of one batch and, in a worker with a front-end (CPU), compute their features.
+
+    Returns the rows, the decoding errors, each good clip's length before the ``--max-seconds`` cut,
+    and either ``features`` and ``n_frames`` or, for the parent's front-end (GPU), the ``waves``.
     """
+    rows, paths, min_samples, max_samples = task
+    out = {"rows": rows, "errors": {}, "full": {}, "good": []}
+    waves = []
+    for row, path in zip(rows, paths):
+        _, y, err, full = _decode((row, path, min_samples, max_samples))
+        if err:
+            out["errors"][row] = err
+        else:
+            out["good"].append(row)
+            out["full"][row] = full
+            waves.append(y)
+    if waves and _FRONTEND is not None:
+        out["features"], out["n_frames"] = featurize(_FRONTEND, waves)
+    elif waves:
+        out["waves"] = waves
+    return out
+
+
+def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
+    """Decode and extract every unfinished batch, in worker processes; return run statistics.
+
+    On the CPU each worker decodes a whole batch and computes its features (one torch thread per
+    worker) and this process only writes; on CUDA the workers decode and this process runs the
+    batched front-end on the GPU. Batches are fixed index ranges, so a resumed run computes exactly
+    the batches an uninterrupted run would have, and gets the same numbers.
+    """
+    global _FRONTEND
     import torch
     from tqdm import tqdm
 
@@ -264,61 +314,52 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
 
     ranges = plan_batches(writer.room, args.batch, args.batch * args.params.frames(30.0))
     pending = [(b, e) for b, e in ranges if (writer.status[b:e] != 1).any()]
-    rows = [i for b, e in pending for i in range(b, e)]
     # Clips skipped by an earlier run of this file are decoded again only to list why.
-    queued = set(rows)
-    rows += [i for i in np.flatnonzero(writer.status == -1) if i not in queued]
+    queued = {i for b, e in pending for i in range(b, e)}
+    relist = [int(i) for i in np.flatnonzero(writer.status == -1) if i not in queued]
     min_samples, max_samples = int(args.min_seconds * SR), int(args.max_seconds * SR)
-    tasks = [(i, paths[i], min_samples, max_samples) for i in rows]
+    tasks = [(list(range(b, e)), [paths[i] for i in range(b, e)], min_samples, max_samples) for b, e in pending]
+    tasks += [([i], [paths[i]], min_samples, max_samples) for i in relist]
     device = args.device
-    # The pool is forked before torch starts its threads, which must not be inherited.
-    pool = mp.Pool(args.workers) if args.workers > 0 and len(tasks) > 1 else None
-    results = imap_bounded(pool, _decode, tasks, ahead=2 * args.batch + 2 * args.workers) if pool \
-        else map(_decode, tasks)
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
     frontend = FrontEnd(args.features, args.params).to(device)
+    use_pool = args.workers > 0 and len(tasks) > 1
+    # The workers inherit the front-end at fork; on CUDA it stays here, in one process.
+    _FRONTEND = frontend if use_pool and device.type == "cpu" else None
+    pool = mp.Pool(args.workers, initializer=_init_worker) if use_pool else None
+    results = imap_bounded(pool, _batch_job, tasks, ahead=2 * args.workers) if pool else map(_batch_job, tasks)
     errors, audio_seconds, truncated, t0 = {}, 0.0, 0, time.time()
     startup = t0 - args.t_start  # imports, reading the annotations, creating the file, the front-end
-    bar = tqdm(total=len(tasks), unit="clip", disable=args.quiet, dynamic_ncols=True, desc="extract")
-    batch_of = {i: (b, e) for b, e in pending for i in range(b, e)}
-    waiting: dict[tuple[int, int], dict] = {}
+    bar = tqdm(total=sum(len(t[0]) for t in tasks), unit="clip", disable=args.quiet, dynamic_ncols=True,
+               desc="extract")
     try:
-        for row, y, err, full in results:
-            bar.update(1)
-            if err:
+        for k, out in enumerate(results):
+            bar.update(len(out["rows"]))
+            for row, err in out["errors"].items():
                 errors[row] = err
                 bar.write(f"skipped: {err}")
-            be = batch_of.get(row)
-            if be is None:  # a re-listed old failure: its batch is already done
+            if k >= len(pending):  # a re-listed old failure: its batch is already done
                 continue
-            got = waiting.setdefault(be, {})
-            got[row] = (y, full)
-            if len(got) < be[1] - be[0]:
-                continue
-            del waiting[be]
-            good = [i for i in sorted(got) if got[i][0] is not None]
-            bad = [i for i in sorted(got) if got[i][0] is None]
+            good = out["good"]
+            bad = [i for i in out["rows"] if i not in out["full"]]
             feats, n_frames = {}, np.zeros(0, np.int64)
             if good:
-                lengths = np.array([len(got[i][0]) for i in good])
-                wave = np.zeros((len(good), lengths.max()), np.float32)
-                for j, i in enumerate(good):
-                    wave[j, :lengths[j]] = got[i][0]
-                res = frontend(torch.from_numpy(wave).to(device), torch.from_numpy(lengths).to(device))
-                n_frames = res.pop("n_frames").cpu().numpy()
-                feats = {k: v.cpu().numpy() for k, v in res.items()}
-                audio_seconds += lengths.sum() / SR
-                cut = np.array([got[i][1] > max_samples for i in good])
+                if "waves" in out:
+                    out["features"], out["n_frames"] = featurize(frontend, out["waves"])
+                feats, n_frames = out["features"], out["n_frames"]
+                audio_seconds += sum(min(out["full"][i], max_samples) for i in good) / SR
+                cut = np.array([out["full"][i] > max_samples for i in good])
                 truncated += int((cut | (n_frames > writer.room[good])).sum())
             writer.write(good, feats, n_frames, bad)
             bar.set_postfix(skipped=len(errors))
     finally:
         bar.close()
+        _FRONTEND = None
         if pool:
             pool.terminate()
     return dict(errors={paths[i]: e for i, e in sorted(errors.items())}, seconds=time.time() - t0, startup=startup,
-                clips=len(tasks) - len(errors), audio_seconds=audio_seconds, truncated=truncated, device=device,
-                params=args.params)
+                clips=sum(len(t[0]) for t in tasks) - len(errors), audio_seconds=audio_seconds,
+                truncated=truncated, device=device, params=args.params)
 
 
 def write_log(path: Path, errors: dict) -> None:
