@@ -18,12 +18,12 @@ features file stores.
 """
 from __future__ import annotations
 
-import librosa
 import numpy as np
 import scipy.fft
 import torch
 from torch import nn
 
+from features import filters
 from features.params import FEATURES, STFTS, FeatureParams, parse_features  # noqa: F401  (re-exported)
 
 
@@ -62,8 +62,8 @@ class FrontEnd(nn.Module):
                              center=True, pad_mode="constant", sr=p.sr, output_format="Complex", verbose=False)
         else:  # librosa's window: scipy's periodic ('fftbins') Hann
             self.register_buffer("window", torch.hann_window(p.n_fft, periodic=True))
-        mel_fb = librosa.filters.mel(sr=p.sr, n_fft=p.n_fft, n_mels=p.n_mels, fmin=p.f_min, fmax=p.f_max)
-        chroma_fb = librosa.filters.chroma(sr=p.sr, n_fft=p.n_fft, tuning=0.0, n_chroma=p.n_chroma)
+        mel_fb = filters.mel(p.sr, p.n_fft, p.n_mels, p.f_min, p.f_max)
+        chroma_fb = filters.chroma(p.sr, p.n_fft, p.n_chroma)
         dct = scipy.fft.dct(np.eye(p.n_mels), type=2, norm="ortho", axis=0)[: p.n_mfcc]
         # Filter banks multiply frequency-major (B, F, T) spectra on the left.
         self.register_buffer("mel_fb", torch.from_numpy(mel_fb.astype(np.float32)))

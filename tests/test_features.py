@@ -95,3 +95,14 @@ def test_parse_features_and_params_errors():
         FeatureParams(n_mfcc=200)
     p = FeatureParams(n_mels=64)
     assert FeatureParams.from_dict({**p.as_dict(), "other": 1}) == p
+
+
+@pytest.mark.parametrize("sr, n_fft, n_mels, fmin, fmax", [(16000, 512, 96, 0.0, 8000.0), (16000, 1024, 128, 30.0, 8000.0),
+                                                          (22050, 2048, 64, 20.0, None)])
+def test_filter_banks_equal_librosa(sr, n_fft, n_mels, fmin, fmax):
+    from features import filters
+    np.testing.assert_array_equal(filters.mel(sr, n_fft, n_mels, fmin, fmax),
+                                  librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+    for n_chroma in (12, 24):
+        np.testing.assert_array_equal(filters.chroma(sr, n_fft, n_chroma),
+                                      librosa.filters.chroma(sr=sr, n_fft=n_fft, tuning=0.0, n_chroma=n_chroma))
