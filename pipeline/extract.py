@@ -4,8 +4,9 @@
                                [--out cache/features.h5] [--dtype float32|float16] [--device auto|cpu|cuda]
                                [--workers N] [--batch N]
 
-Worker processes decode audio (MP3 or pre-decoded .npy) while the main process runs the nnAudio
-front-end on batches and writes the results. A killed run re-run with the same arguments continues
+Worker processes decode audio (MP3 or pre-decoded .npy) a batch at a time; on the CPU each worker
+also computes its batch's features (FFT STFT, one torch thread) and the main process only writes,
+while on CUDA the main process runs the batched front-end (nnAudio STFT) on the GPU. A killed run re-run with the same arguments continues
 from the clips it had finished; the output appears only when complete (written as ``OUT.part``,
 then renamed). Bad clips are reported, listed in ``OUT`` with suffix ``.log`` and skipped.
 """
