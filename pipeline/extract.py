@@ -2,13 +2,14 @@
 
     python pipeline/extract.py --features mel,mfcc[,chroma] [--data ROOT] [--split gct634|standard]
                                [--out cache/features.h5] [--dtype float32|float16] [--device auto|cpu|cuda]
-                               [--workers N] [--batch N]
+                               [--stft auto|fft|nnaudio] [--workers N] [--threads N] [--batch N]
 
 Worker processes decode audio (MP3 or pre-decoded .npy) a batch at a time; on the CPU each worker
 also computes its batch's features (FFT STFT, one torch thread) and the main process only writes,
-while on CUDA the main process runs the batched front-end (nnAudio STFT) on the GPU. A killed run re-run with the same arguments continues
-from the clips it had finished; the output appears only when complete (written as ``OUT.part``,
-then renamed). Bad clips are reported, listed in ``OUT`` with suffix ``.log`` and skipped.
+while on CUDA the main process runs the batched front-end (nnAudio STFT) on the GPU. A killed run
+re-run with the same arguments continues from the clips it had finished; the output appears only
+when complete (written as ``OUT.part``, then renamed). Bad clips are reported, listed in ``OUT``
+with suffix ``.log`` and skipped.
 """
 from __future__ import annotations
 
