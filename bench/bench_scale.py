@@ -173,6 +173,7 @@ def main(argv=None) -> int:
         cmd = [py, "pipeline/extract.py", "--data", str(a.data), "--split", "standard", "--features",
                "mel,mfcc,chroma", "--out", str(feats), "--dtype", a.dtype, "--quiet", "--overwrite"]
         part = feats.with_name(feats.name + ".part")
+        feats.unlink(missing_ok=True)  # a finished file of an earlier run would stop the resumed run (exit 2)
         first = run_stage(cmd, log, (lambda: _done_fraction(part) >= a.kill_at) if a.kill_at > 0 else None)
         done_at_kill = _done_fraction(part) if first["killed"] else None
         second = run_stage(cmd[:-1], log) if first["killed"] else None  # no --overwrite: resume
