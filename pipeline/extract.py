@@ -128,19 +128,15 @@ def clip_rooms(paths: list[Path], args) -> np.ndarray:
     return np.array([args.params.n_frames(int(n)) for n in np.minimum(samples, cap)], np.int32)
 
 
-def _decode(task):
-    """Worker: ``(row, path, min_samples, max_samples)`` -> ``(row, waveform or None, error or None, n)``.
-
-    The waveform is cut to ``max_samples``; ``n`` is its length before the cut.
-    """
-    row, path, min_samples, max_samples = task
+def _decode(path, min_samples: int, max_samples: int):
+    """``(waveform cut to max_samples, None, length before the cut)``, or ``(None, error, 0)``."""
     try:
         y = load_audio(path, sr=SR)
     except AudioError as exc:
-        return row, None, str(exc), 0
+        return None, str(exc), 0
     if len(y) < min_samples:
-        return row, None, f"{path}: too short ({len(y) / SR:.2f} s; --min-seconds is {min_samples / SR:.2f})", len(y)
-    return row, y[:max_samples], None, len(y)
+        return None, f"{path}: too short ({len(y) / SR:.2f} s; --min-seconds is {min_samples / SR:.2f})", 0
+    return y[:max_samples], None, len(y)
 
 
 def plan_batches(rooms: np.ndarray, batch: int, budget: int) -> list[tuple[int, int]]:
@@ -279,18 +275,18 @@ def featurize(frontend, waves: list[np.ndarray]) -> tuple[dict, np.ndarray]:
 def _batch_job(task) -> dict:
     """Decode the clips of one batch and, in a worker with a front-end (CPU), compute their features.
 
-    Returns the rows, the decoding errors, each good clip's length before the ``--max-seconds`` cut,
-    and either ``features`` and ``n_frames`` or, for the parent's front-end (GPU), the ``waves``.
+    Returns the rows, the decoding errors, each good clip's length before the ``--max-seconds`` cut
+    (``full``, in row order: its keys are the good rows), and either ``features`` and ``n_frames`` or,
+    for the parent's front-end (GPU), the ``waves``.
     """
     rows, paths, min_samples, max_samples = task
-    out = {"rows": rows, "errors": {}, "full": {}, "good": []}
+    out = {"rows": rows, "errors": {}, "full": {}}
     waves = []
     for row, path in zip(rows, paths):
-        _, y, err, full = _decode((row, path, min_samples, max_samples))
+        y, err, full = _decode(path, min_samples, max_samples)
         if err:
             out["errors"][row] = err
         else:
-            out["good"].append(row)
             out["full"][row] = full
             waves.append(y)
     if waves and _FRONTEND is not None:
@@ -342,7 +338,7 @@ def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
                 bar.write(f"skipped: {err}")
             if k >= len(pending):  # a re-listed old failure: its batch is already done
                 continue
-            good = out["good"]
+            good = list(out["full"])
             bad = [i for i in out["rows"] if i not in out["full"]]
             feats, n_frames = {}, np.zeros(0, np.int64)
             if good:
