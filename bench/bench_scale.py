@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,7 +123,7 @@ def feed_stage(features: Path, batches: int) -> None:
     ff = FeatureFile(features, ("mel", "mfcc", "chroma"))
     idx = ff.indices("train")
     mean, std = standardizer(ff, idx)
-    crops = Crops(ff, idx, 188, mean, std, "random")
+    crops = Crops(ff, idx, ff.params.frames(3.0), mean, std, "random")
     order = np.random.default_rng(0).permutation(len(idx))[: batches * 32]
     loader = DataLoader(crops, batch_sampler=[order[i:i + 32].tolist() for i in range(0, len(order), 32)],
                         collate_fn=Crops.collate)
@@ -203,7 +204,6 @@ def main(argv=None) -> int:
         cmd = [py, "train/run.py", "--features", str(feats), "--task", task, "--epochs", "1",
                "--steps-per-epoch", str(a.steps), "--out", str(runs[task]), "--quiet"]
         if (runs[task] / "last.pt").exists():
-            import shutil
             shutil.rmtree(runs[task])
         st = run_stage(cmd, log)
         if st["rc"] != 0:
