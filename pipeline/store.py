@@ -16,7 +16,17 @@ Layout (``N`` clips, ``F`` = the sum of the clips' rooms, in frames)::
                                          'mel', 'mfcc', 'chroma'
 
 Root attributes: ``format``, ``version``, ``features``, ``dtype``, every ``FeatureParams`` field,
-``split_scheme``, ``source`` and ``audio_kind``.
+``split_scheme``, ``source``, ``audio_kind`` and ``shard`` (``'I/N'`` for the I-th of N parts, counted
+from 0; empty for a whole clip list); files made since sharding also record where their clips come
+from (:class:`Part`): ``annotations`` (the annotation file, absolute), ``annotations_sha256``,
+``clips_total`` (clips in the split's whole list) and ``clips_start``, ``clips_stop`` (the block of that
+list this file holds).
+
+Sharded extraction gives each shard a complete file of this layout for its contiguous block of the
+clip list. ``pipeline/merge.py`` joins them into a file of the same layout whose small tables are
+copied and whose feature datasets are HDF5 virtual datasets over the shards' (``shards`` attribute: the
+shard files, relative to the merged file's folder where possible); readers see one file, the feed
+memory-maps each shard (:func:`sources`).
 
 Each clip gets the room its own length needs, so a collection of 30-s and 10-min songs stores no
 padding up to the longest one. All chunks are allocated when the file is created, uncompressed, and
@@ -65,6 +75,9 @@ class Header:
         Storage type of the features.
     split_scheme, source, audio_kind : str
         The split scheme, the dataset root (absolute) and its audio layout (``'mp3'`` or ``'npy'``).
+    shard : str
+        ``'I/N'``: the file holds the I-th (from 0) of N blocks of the clip list; ``''``: all of it.
+        A setting like the others, so a shard is never resumed as another one or as the whole list.
     """
 
     features: tuple[str, ...]
@@ -73,17 +86,82 @@ class Header:
     split_scheme: str = ""
     source: str = ""
     audio_kind: str = ""
+    shard: str = ""
 
     def attrs(self) -> dict:
         """The root attributes that record it (``features`` comma-joined, the parameters flat)."""
         return dict(features=",".join(self.features), dtype=self.dtype, split_scheme=self.split_scheme,
-                    source=self.source, audio_kind=self.audio_kind, **self.params.as_dict())
+                    source=self.source, audio_kind=self.audio_kind, shard=self.shard, **self.params.as_dict())
 
     def changed(self, other: "Header") -> list[str]:
         """Names of the settings in which ``other`` differs from this header."""
         mine, theirs = self.attrs(), other.attrs()
         return [k for k, v in mine.items()
                 if (not np.isclose(float(theirs[k]), v) if isinstance(v, float) else theirs[k] != v)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``'I/N'`` -> ``(I, N)``, the I-th (counted from 0) of N parts.
+
+    Raises
+    ------
+    ValueError
+        Unless ``text`` is two integers ``0 <= I < N`` joined by ``/``.
+    """
+    index, sep, count = str(text).partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"{text!r} is not I/N (the I-th of N parts, counted from 0, e.g. 0/4)") from None
+    if not sep or count < 1 or not 0 <= index < count:
+        raise ValueError(f"{text!r}: need 0 <= I < N in I/N (parts are counted from 0, e.g. 0/4 ... 3/4)")
+    return index, count
+
+
+def shard_bounds(index: int, count: int, total: int) -> tuple[int, int]:
+    """Clips ``[start, stop)`` of a list of ``total`` that shard ``index`` of ``count`` holds.
+
+    Contiguous blocks, sizes differing by at most one: the shards in index order are the list in its
+    order, so merging them gives the clip order of an unsharded run exactly.
+    """
+    return total * index // count, total * (index + 1) // count
+
+
+@dataclass(frozen=True)
+class Part:
+    """Which clips of which annotation file a features file holds.
+
+    Attributes
+    ----------
+    annotations : str
+        The annotation file, absolute.
+    sha256 : str
+        Its content hash (hex): shards made on other machines name other paths for the same file.
+    total : int
+        Clips in the split's whole list (those with one of the 50 tags, in file order).
+    start, stop : int
+        The block ``[start, stop)`` of that list the file holds.
+    """
+
+    annotations: str
+    sha256: str
+    total: int
+    start: int
+    stop: int
+
+    def attrs(self) -> dict:
+        return dict(annotations=self.annotations, annotations_sha256=self.sha256, clips_total=self.total,
+                    clips_start=self.start, clips_stop=self.stop)
+
+
+def read_part(path) -> Part | None:
+    """The :class:`Part` a features file records, or ``None`` for a file made before it was recorded."""
+    with h5py.File(path, "r") as f:
+        a = f.attrs
+        if "annotations_sha256" not in a:
+            return None
+        return Part(str(a["annotations"]), str(a["annotations_sha256"]), int(a["clips_total"]),
+                    int(a["clips_start"]), int(a["clips_stop"]))
 
 
 def nbytes(rooms, head: Header) -> int:
@@ -106,7 +184,7 @@ def check_space(path, need: int) -> None:
                          "--dtype float16 or extract fewer --features")
 
 
-def create(path, clips: pd.DataFrame, head: Header, rooms) -> None:
+def create(path, clips: pd.DataFrame, head: Header, rooms, part: Part | None = None) -> None:
     """Create an empty features file for ``clips`` with every chunk allocated.
 
     Parameters
@@ -119,6 +197,8 @@ def create(path, clips: pd.DataFrame, head: Header, rooms) -> None:
         The features, their parameters and storage type, and the source they come from.
     rooms : array-like of int [shape=(N,)]
         Frames reserved for each clip (at least 1); longer clips are truncated by the writer.
+    part : Part, optional
+        Where the clips come from, recorded in the root attributes.
     """
     features, params, dtype = parse_features(head.features), head.params, head.dtype
     if dtype not in DTYPES:
@@ -129,7 +209,7 @@ def create(path, clips: pd.DataFrame, head: Header, rooms) -> None:
     starts = np.concatenate([[0], np.cumsum(rooms[:-1], dtype=np.int64)])
     total = int(starts[-1] + rooms[-1]) if len(rooms) else 0
     with h5py.File(path, "w") as f:
-        f.attrs.update(format=FORMAT, version=VERSION, **head.attrs())
+        f.attrs.update(format=FORMAT, version=VERSION, **head.attrs(), **(part.attrs() if part else {}))
         f["tags"] = np.array(TAGS, dtype=object).astype(_STR)
         f["clip_id"] = clips["clip_id"].to_numpy(np.int64)
         f.create_dataset("mp3_path", data=clips["mp3_path"].to_numpy(object), dtype=_STR)
@@ -153,7 +233,8 @@ def header(path) -> Header:
     Raises
     ------
     StoreError
-        When the file is missing, not HDF5, or not a features file of this project.
+        When the file is missing, not HDF5, or not a features file of this project; for a merged
+        file, also when one of its shards is missing (HDF5 would read its frames as fill values).
     """
     path = Path(path)
     if not path.is_file():
@@ -168,9 +249,19 @@ def header(path) -> Header:
     if attrs.get("version") != VERSION:
         raise StoreError(f"{path}: features file version {attrs.get('version')}, this code reads {VERSION}; "
                          "re-run extraction")
+    gone = [s for s in shard_paths(path, attrs.get("shards", ())) if not s.is_file()]
+    if gone:
+        raise StoreError(f"{path}: a merged file whose shard {gone[0]} is missing"
+                         + (f" (and {len(gone) - 1} more)" if len(gone) > 1 else "")
+                         + "; the shards must stay where they were merged from, beside it")
     return Header(features=tuple(attrs["features"].split(",")), params=FeatureParams.from_dict(attrs),
                   dtype=attrs["dtype"], split_scheme=attrs["split_scheme"], source=attrs["source"],
-                  audio_kind=attrs["audio_kind"])
+                  audio_kind=attrs["audio_kind"], shard=attrs.get("shard", ""))
+
+
+def shard_paths(path, names) -> list[Path]:
+    """The shard files a merged file at ``path`` names, resolved as HDF5 does: beside the merged file."""
+    return [Path(path).parent / str(n) for n in names]
 
 
 def read_table(path) -> pd.DataFrame:
@@ -214,6 +305,9 @@ def chunk_offsets(path, feature: str) -> tuple[np.ndarray, int]:
         if feature not in f:
             raise StoreError(f"{path}: holds no {feature!r} features (it has {f.attrs['features']})")
         ds = f[feature]
+        if ds.is_virtual:
+            raise StoreError(f"{path}: {feature!r} is a virtual dataset over shards (a merged file); "
+                             "take its shards' offsets from store.sources()")
         if ds.compression is not None or ds.chunks is None or ds.chunks[1] != ds.shape[1]:
             raise StoreError(f"{path}: {feature!r} is not stored in uncompressed time-major chunks")
         step = ds.chunks[0]
@@ -227,6 +321,59 @@ def chunk_offsets(path, feature: str) -> tuple[np.ndarray, int]:
         if (offsets < 0).any():
             raise StoreError(f"{path}: {feature!r} has unallocated chunks; re-run extraction")
         return offsets, step
+
+
+@dataclass(frozen=True)
+class Source:
+    """Frames ``start:stop`` of a feature dataset, stored uncompressed in ``path``.
+
+    They are frames ``source_start:source_start + stop - start`` of the dataset of the same name in
+    ``path``, whose chunks begin at the byte ``offsets`` and hold ``step`` frames each
+    (:func:`chunk_offsets`).
+    """
+
+    path: Path
+    start: int
+    stop: int
+    source_start: int
+    offsets: np.ndarray
+    step: int
+
+
+def sources(path, feature: str) -> list[Source]:
+    """Where the frames of ``feature`` lie on disk: one :class:`Source` per file, in frame order.
+
+    A file written by extraction is its own single source; a merged file's virtual dataset has one
+    per shard, read from ``Dataset.virtual_sources()``, with relative shard names resolved beside
+    the merged file as HDF5 resolves them.
+
+    Raises
+    ------
+    StoreError
+        When a mapping is not a block of whole rows (not a file ``pipeline/merge.py`` wrote) or a
+        source is missing or not stored in uncompressed chunks.
+    """
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        ds = f.get(feature)
+        virtual = ds is not None and ds.is_virtual
+        frames, bins = ds.shape if ds is not None else (0, 0)
+        maps = ds.virtual_sources() if virtual else []
+    if not virtual:  # chunk_offsets names a missing feature
+        return [Source(path, 0, frames, 0, *chunk_offsets(path, feature))]
+    out = []
+    for m in maps:
+        (row, col), _, count, (rows, cols) = m.vspace.get_regular_hyperslab()
+        src = path if m.file_name == "." else path.parent / m.file_name
+        if count != (1, 1) or col != 0 or cols != bins or m.dset_name.lstrip("/") != feature:
+            raise StoreError(f"{path}: {feature!r} maps {src} in a way merge.py does not write; merge again")
+        if not src.is_file():
+            raise StoreError(f"{path}: its shard {src} is missing; the shards must stay beside the merged file")
+        first = 0
+        if m.src_space.get_select_type() == h5py.h5s.SEL_HYPERSLABS:
+            (first, _), *_ = m.src_space.get_regular_hyperslab()
+        out.append(Source(src, row, row + rows, first, *chunk_offsets(src, feature)))
+    return sorted(out, key=lambda s: s.start)
 
 
 class Writer:

@@ -4,6 +4,9 @@ The byte offset of every chunk is taken from the file's chunk layout once; after
 contiguous slice of the mapped file (chunks are time-major; two slices where a crop crosses a chunk
 boundary), with no h5py call in the hot loop. float16 files are converted to float32 as they are
 read. The map is opened lazily in each process, so DataLoader worker processes each get their own.
+A merged file (``pipeline/merge.py``) holds its features in virtual datasets over its shards: each
+shard is mapped with its own chunk offsets and a clip, which lies whole in one shard, is read from
+that shard's map, so crops cost what they cost in an unsharded file.
 """
 from __future__ import annotations
 
@@ -67,8 +70,34 @@ class FeatureFile:
         self.dtype = np.dtype(self.header.dtype)
         self.widths = [self.params.bins(f) for f in self.features]
         self.bins = sum(self.widths)
-        self.offsets, self.chunks = zip(*(store.chunk_offsets(self.path, f) for f in self.features))
+        self.files, self._reads = [], []
+        for f in self.features:
+            self._reads.append(self._locate(f))
         self._mm = None
+
+    def _locate(self, feature: str):
+        """Per clip, the source holding its frames of ``feature`` and its first frame there.
+
+        Returns ``(source per clip, first frame per clip, [(file index, chunk offsets, chunk frames)])``;
+        an unsharded file is its own single source, where the first frame is ``frame_start``.
+        """
+        try:
+            srcs = store.sources(self.path, feature)
+        except store.StoreError as exc:
+            raise FeedError(str(exc)) from exc
+        bounds = np.array([s.start for s in srcs])
+        which = np.searchsorted(bounds, self.frame_start, side="right") - 1
+        stops = np.array([s.stop for s in srcs])[which]
+        if (self.frame_start + self.n_frames > stops).any():
+            raise FeedError(f"{self.path}: a clip's {feature!r} frames span two shards; merge again with "
+                            "pipeline/merge.py")
+        first = self.frame_start - bounds[which] + np.array([s.source_start for s in srcs])[which]
+        table = []
+        for s in srcs:
+            if s.path not in self.files:
+                self.files.append(s.path)
+            table.append((self.files.index(s.path), s.offsets, s.step))
+        return which, first, table
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -80,18 +109,19 @@ class FeatureFile:
     def crop(self, i: int, start: int, length: int) -> np.ndarray:
         """Frames ``start:start+length`` of clip ``i``, all features stacked: ``(bins, length)`` float32."""
         if self._mm is None:  # opened per process: a map must not cross a fork
-            self._mm = np.memmap(self.path, dtype=np.uint8, mode="r")
+            self._mm = [np.memmap(p, dtype=np.uint8, mode="r") for p in self.files]
         out = np.empty((self.bins, length), np.float32)
-        first = int(self.frame_start[i]) + start  # frame of the dataset
         size = self.dtype.itemsize
         row = 0
-        for width, offsets, C in zip(self.widths, self.offsets, self.chunks):
+        for width, (which, firsts, table) in zip(self.widths, self._reads):
+            f, offsets, C = table[which[i]]
+            mm, first = self._mm[f], int(firsts[i]) + start  # frame of the dataset in that file
             g, end = first, first + length
             while g < end:  # one piece per chunk the crop touches
                 k, within = divmod(g, C)
                 n = min(end - g, C - within)
                 at = int(offsets[k]) + within * width * size
-                piece = self._mm[at:at + n * width * size].view(self.dtype).reshape(n, width)
+                piece = mm[at:at + n * width * size].view(self.dtype).reshape(n, width)
                 out[row:row + width, g - first:g - first + n] = piece.T
                 g += n
             row += width
