@@ -2,7 +2,7 @@
 
     python pipeline/extract.py --features mel,mfcc[,chroma] [--data ROOT] [--split gct634|standard]
                                [--out cache/features.h5] [--dtype float32|float16] [--device auto|cpu|cuda]
-                               [--stft auto|fft|nnaudio] [--workers N] [--threads N] [--batch N]
+                               [--stft auto|fft|nnaudio] [--workers N] [--threads N] [--batch N] [--shard I/N]
 
 Worker processes decode audio (MP3 or pre-decoded .npy) a batch at a time; on the CPU each worker
 also computes its batch's features (FFT STFT, one torch thread) and the main process only writes,
@@ -10,12 +10,17 @@ while on CUDA the main process runs the batched front-end (nnAudio STFT) on the 
 re-run with the same arguments continues from the clips it had finished; the output appears only
 when complete (written as ``OUT.part``, then renamed). Bad clips are reported, listed in ``OUT``
 with suffix ``.log`` and skipped.
+
+``--shard I/N`` (or torchrun's ``RANK`` and ``WORLD_SIZE``) extracts only the I-th of N contiguous
+blocks of the clip list into a complete, resumable file of its own; ``pipeline/merge.py`` joins the
+shards into one file in the clip order of an unsharded run.
 """
 from __future__ import annotations
 
 import argparse
 import collections
 import dataclasses
+import hashlib
 import itertools
 import multiprocessing as mp
 import os
@@ -33,6 +38,16 @@ from features.params import STFTS, FeatureParams, parse_features
 from pipeline import store
 
 DEMO_ROOT = Path("cache/demo")
+DEFAULT_OUT = "cache/features.h5"
+#: The default output of a shard; ``--out`` may use the same placeholders.
+DEFAULT_SHARD_OUT = "cache/features-{index}-of-{count}.h5"
+
+
+def _shard_arg(text: str) -> tuple[int, int]:
+    try:
+        return store.parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,13 +62,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", choices=("auto", "mp3", "npy"), default="auto",
                    help="audio layout: ROOT/mp3 or ROOT/<f> MP3s, or ROOT/waveform .npy; auto finds it")
     p.add_argument("--split", choices=tuple(SPLITS), default="gct634", help="split scheme; clips outside it are left out")
-    p.add_argument("--out", type=Path, default=Path("cache/features.h5"), help="output HDF5 file")
+    p.add_argument("--out", default=None,
+                   help=f"output HDF5 file; default {DEFAULT_OUT}, or {DEFAULT_SHARD_OUT} for a shard. "
+                        "{index} and {count} are replaced by the shard's; under torchrun, an --out without "
+                        "them gets -{index}-of-{count} before its suffix (every rank has the same arguments)")
+    p.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
+                   help="extract only the I-th (from 0) of N contiguous blocks of the clip list, to be joined "
+                        "by pipeline/merge.py; default: torchrun's RANK/WORLD_SIZE when WORLD_SIZE > 1, "
+                        "else the whole list"),
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the front-end runs")
     p.add_argument("--stft", choices=("auto", *STFTS), default="auto",
                    help="STFT back-end: fft (torch.stft) or nnaudio (convolutional); auto: nnaudio on CUDA, "
                         "fft on the CPU. The file records it, so a resumed run never mixes two")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="decoding processes (0: decode in the main process); default: the cores")
+    p.add_argument("--workers", type=int, default=None,
+                   help="decoding processes (0: decode in the main process); default: the cores, shared "
+                        "among torchrun's LOCAL_WORLD_SIZE processes of a node"),
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the front-end; default: the cores left by the workers, at least 1 "
                         "(on 2 cores, 2 workers and 1 thread beat 1 worker and 2 threads: bench/RESULTS.md)")
@@ -92,7 +115,7 @@ def parse_args(argv=None):
         parser.error(str(exc))
     if args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         parser.error(f"--workers must be 0 or more, got {args.workers}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
@@ -104,7 +127,47 @@ def parse_args(argv=None):
             parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
     if args.data is not None and not args.data.is_dir():
         parser.error(f"--data {args.data}: not a folder")
+    pick_shard(args, parser, os.environ)
     return args
+
+
+def pick_shard(args, parser, env) -> None:
+    """Settle ``args.shard``, ``args.out`` and ``args.workers`` from the arguments and torchrun's ``env``.
+
+    ``--shard`` wins; otherwise ``RANK`` and ``WORLD_SIZE`` give the shard when ``WORLD_SIZE > 1``.
+    Ranks share one command line, so an environment shard's ``--out`` without placeholders gets the
+    shard in its name, and the default ``--workers`` shares the cores among the node's ranks.
+    """
+    world = env.get("WORLD_SIZE", "").strip()
+    from_env = args.shard is None and world not in ("", "1")
+    if from_env:
+        try:
+            args.shard = store.parse_shard(f"{env.get('RANK', '').strip()}/{world}")
+        except ValueError as exc:
+            parser.error(f"--shard from the environment's RANK and WORLD_SIZE (torchrun): {exc}")
+    local = env.get("LOCAL_WORLD_SIZE", "")
+    local = int(local) if from_env and local.isdigit() and int(local) > 0 else 1
+    if args.workers is None:
+        args.workers = max(1, (os.cpu_count() or 1) // local)
+    out = args.out or (DEFAULT_SHARD_OUT if args.shard else DEFAULT_OUT)
+    if args.shard:
+        index, count = args.shard
+        if from_env and "{" not in out:
+            out = str(Path(out).with_name(f"{Path(out).stem}-{{index}}-of-{{count}}{Path(out).suffix}"))
+        try:
+            out = out.format(index=index, count=count)
+        except (KeyError, IndexError, ValueError) as exc:
+            parser.error(f"--out {out}: only {{index}} and {{count}} may be replaced ({exc!r})")
+    args.out = Path(out)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's content (the annotation file: a few MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def estimate_samples(path: Path) -> int:
@@ -188,16 +251,25 @@ def main(argv=None) -> int:
         root = ensure_demo(DEMO_ROOT)
     else:
         root = args.data
+    csv = Path(root) / ANNOTATIONS
     try:
         layout = find_audio(root, args.audio)
-        clips = read_annotations(Path(root) / ANNOTATIONS, args.split)
+        clips = read_annotations(csv, args.split)
     except DatasetError as exc:
         return _fail(str(exc))
     if clips.empty:
-        return _fail(f"{root / ANNOTATIONS}: no clip with one of the 50 tags in the {args.split!r} split")
+        return _fail(f"{csv}: no clip with one of the 50 tags in the {args.split!r} split")
+    index, count = args.shard or (0, 1)
+    if count > len(clips):
+        return _fail(f"--shard {index}/{count}: the {args.split!r} split of {csv} has only {len(clips)} clips, "
+                     "fewer than the shards")
+    start, stop = store.shard_bounds(index, count, len(clips))
+    part_of = store.Part(str(csv.resolve()), file_sha256(csv), len(clips), start, stop)
+    clips = clips.iloc[start:stop].reset_index(drop=True)
 
     want = store.Header(features=args.features, params=args.params, dtype=args.dtype, split_scheme=args.split,
-                        source=str(Path(root).resolve()), audio_kind=layout.kind)
+                        source=str(Path(root).resolve()), audio_kind=layout.kind,
+                        shard=f"{index}/{count}" if args.shard else "")
     out, part = args.out, args.out.with_name(args.out.name + ".part")
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not args.overwrite:
@@ -231,7 +303,7 @@ def main(argv=None) -> int:
             store.check_space(part, store.nbytes(rooms, want))
         except store.StoreError as exc:
             return _fail(str(exc))
-        store.create(part, clips, want, rooms)
+        store.create(part, clips, want, rooms, part_of)
 
     writer = store.Writer(part)
     n_done_before = int((writer.status == 1).sum())
@@ -245,7 +317,7 @@ def main(argv=None) -> int:
         os.fsync(fh.fileno())
     os.replace(part, out)
     write_log(out.with_suffix(".log"), stats["errors"])
-    summary(out, clips, status, stats, n_done_before, time.time() - t_start)
+    summary(out, clips, status, stats, n_done_before, time.time() - t_start, part_of if args.shard else None)
     return 0
 
 
@@ -365,7 +437,7 @@ def write_log(path: Path, errors: dict) -> None:
     write_atomically(path, "".join(f"{e}\n" for e in errors.values()))
 
 
-def summary(out: Path, clips, status, stats, n_done_before: int, elapsed: float) -> None:
+def summary(out: Path, clips, status, stats, n_done_before: int, elapsed: float, shard=None) -> None:
     ok = status == 1
     per_split = clips.loc[ok, "split"].value_counts()
     rate = stats["clips"] / stats["seconds"] if stats["seconds"] > 0 else float("nan")
@@ -382,6 +454,9 @@ def summary(out: Path, clips, status, stats, n_done_before: int, elapsed: float)
         lines.append(f"             ... and {len(stats['errors']) - 5} more")
     if stats["truncated"]:
         lines.append(f"truncated  {stats['truncated']} clips longer than --max-seconds")
+    if shard:
+        lines.append(f"shard      clips {shard.start}-{shard.stop - 1} of {shard.total}; join the shards with "
+                     "`python pipeline/merge.py OUT SHARD...`")
     if n_done_before:
         lines.append(f"resumed    {n_done_before} clips were already done")
     lines.append(f"time       {elapsed:.1f} s in all; {stats['clips']} clips in {stats['seconds']:.1f} s = "
