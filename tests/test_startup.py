@@ -9,8 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "nnAudio", "librosa", "scipy.signal", "matplotlib")
-COMMANDS = ["pipeline/extract.py", "train/run.py", "train/tag.py", "train/report.py", "eval/recall.py",
-            "eval/auc.py", "data/demo.py", "data/fullscale.py"]
+COMMANDS = ["pipeline/extract.py", "pipeline/merge.py", "train/run.py", "train/tag.py", "train/report.py",
+            "eval/recall.py", "eval/auc.py", "data/demo.py", "data/fullscale.py"]
 
 PROBE = """
 import runpy, sys
