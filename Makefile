@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	# musicnn's published weights (train/pretrained.py). --no-deps: its TensorFlow and old numpy pins
+	# are not needed, the project reads the checkpoints itself.
+	$(BIN)/python -m pip install -q --no-deps "musicnn==0.1.0"
 	touch $(STAMP)
 
 # A short budget keeps the demo to minutes on 2 CPU cores; bench/bench_quality.py trains the full default.

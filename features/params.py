@@ -39,8 +39,9 @@ class FeatureParams:
         MFCC coefficients (DCT-II of the log-mel).
     n_chroma : int
         Chroma bins per octave.
-    top_db : float
-        Log-mel floor, dB below each clip's peak.
+    top_db : float or None
+        Log-mel floor, dB below each clip's peak; ``None`` for no floor (only the 1e-10 power
+        ``amin`` of ``librosa.power_to_db``).
     stft : {'fft', 'nnaudio'}
         STFT back-end: ``torch.stft`` (an FFT) or nnAudio's convolutional STFT. They agree to
         float rounding; the file records which one made its features.
@@ -54,7 +55,7 @@ class FeatureParams:
     f_max: float = 8000.0
     n_mfcc: int = 20
     n_chroma: int = 12
-    top_db: float = 80.0
+    top_db: float | None = 80.0
     stft: str = "fft"
 
     def __post_init__(self):
@@ -86,7 +87,7 @@ class FeatureParams:
     def from_dict(cls, d) -> "FeatureParams":
         """Parameters from a mapping such as HDF5 attributes (extra keys are ignored)."""
         # Field types are strings under `from __future__ import annotations`.
-        cast = {"int": int, "float": float, "str": str}
+        cast = {"int": int, "float": float, "str": str, "float | None": lambda v: None if v is None else float(v)}
         d = {"stft": "nnaudio", **d}  # written before the back-ends existed: nnAudio's
         return cls(**{f.name: cast[f.type](d[f.name]) for f in fields(cls) if f.name in d})
 

@@ -45,3 +45,28 @@ def plot_tag_auc(tags, roc_auc, path, title="Test ROC-AUC per tag") -> None:
     ax.set_xticks(np.arange(len(order)), names, rotation=90, fontsize=8)
     ax.set(ylabel="ROC-AUC", ylim=(min(0.4, np.nanmin(roc_auc) - 0.02) if keep.any() else 0.4, 1.0), title=title)
     _save(fig, path)
+
+
+def plot_taggram(taggram, tags, seconds_per_crop: float, path, title="Taggram") -> None:
+    """Tags x time activations of one recording (musicnn's taggram), the clip's top tags first.
+
+    Parameters
+    ----------
+    taggram : np.ndarray [shape=(crops, tags)]
+        Sigmoid scores of consecutive crops.
+    tags : sequence of str
+    seconds_per_crop : float
+        Crop length, for the time axis.
+    path : path
+        PNG to write (atomically).
+    """
+    taggram = np.asarray(taggram, dtype=float)
+    order = np.argsort(-taggram.mean(axis=0), kind="stable")  # most likely tags at the top
+    n = len(order)
+    fig, ax = plt.subplots(figsize=(min(4 + 0.35 * len(taggram), 16), 2 + 0.18 * n))
+    im = ax.imshow(taggram[:, order].T, aspect="auto", interpolation="nearest", cmap="magma", vmin=0, vmax=1,
+                   extent=(0, len(taggram) * seconds_per_crop, n - 0.5, -0.5))
+    ax.set_yticks(np.arange(n), [tags[i] for i in order], fontsize=7)
+    ax.set(xlabel="time (s)", title=f"{title}  (tags sorted by the clip's mean score)")
+    fig.colorbar(im, ax=ax, label="score", fraction=0.03, pad=0.01)
+    _save(fig, path)

@@ -1,10 +1,13 @@
 """Tag a recording with a trained run: any audio file in, the top-k tags with scores out.
 
     python train/tag.py song.mp3 [more files ...] [--run cache/runs/tagging-shortres] [--top-k 10] [--json]
+                        [--taggram taggram.png]
 
 The audio is decoded and featurised exactly as in extraction (16 kHz mono, the run's feature
-parameters, nnAudio front-end), standardised with the run's training statistics, cut into the
+parameters and front-end), standardised with the run's training statistics, cut into the
 run's crop length and the sigmoid scores are averaged over the crops, as on the test split.
+``--run cache/pretrained/MTT_musicnn`` (made by ``train/pretrained.py``) tags with musicnn's
+network trained on the real MagnaTagATune; ``--taggram`` draws the scores of every crop.
 """
 from __future__ import annotations
 
@@ -40,8 +43,13 @@ def load_run(run: Path, device="cpu"):
     return model, frontend, ckpt["mean"], ckpt["std"], int(cfg["frames"]), cfg["tags"]
 
 
-def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.ndarray:
-    """Clip-level sigmoid scores of one audio file: the mean over its non-overlapping crops."""
+def taggram(path, model, frontend, mean, std, frames: int, device="cpu") -> np.ndarray:
+    """Sigmoid scores of each non-overlapping crop of one audio file, ``(crops, tags)``.
+
+    The crops start at frame 0 every ``frames`` frames and a shorter tail is left out (as on the
+    test split, and as musicnn's extractor cuts its patches); a file shorter than one crop is
+    padded with the training mean.
+    """
     import torch
 
     from train.feed import chunk_starts
@@ -54,7 +62,17 @@ def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.
         if x.shape[1] < frames:  # shorter than one crop: pad with the training mean (0 once standardised)
             x = np.pad(x, ((0, 0), (0, frames - x.shape[1])))
         crops = np.stack([x[:, t:t + frames] for t in chunk_starts(x.shape[1], frames)])
-        return torch.sigmoid(model(torch.from_numpy(crops).float().to(device))).mean(dim=0).cpu().numpy()
+        return torch.sigmoid(model(torch.from_numpy(crops).float().to(device))).cpu().numpy()
+
+
+def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.ndarray:
+    """Clip-level sigmoid scores of one audio file: the mean of its :func:`taggram` over crops."""
+    return taggram(path, model, frontend, mean, std, frames, device).mean(axis=0)
+
+
+def taggram_path(base: Path, song: Path, n_songs: int) -> Path:
+    """``--taggram`` as given for one song; ``<stem>_<song stem>.png`` beside it for several."""
+    return base if n_songs == 1 else base.with_name(f"{base.stem}_{song.stem}.png")
 
 
 def main(argv=None) -> int:
@@ -64,6 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--run", type=Path, default=Path("cache/runs/tagging-shortres"), help="a tagging run folder")
     p.add_argument("--top-k", type=int, default=10, help="tags to print per file")
     p.add_argument("--json", action="store_true", help="print JSON: {file: {tag: score}} with all tags")
+    p.add_argument("--taggram", type=Path, default=None,
+                   help="PNG of the tags x time scores (with several files: one PNG each, named after the file)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     a = p.parse_args(argv)
     if a.top_k < 1:
@@ -76,12 +96,19 @@ def main(argv=None) -> int:
     results, failed = {}, 0
     for path in a.audio:
         try:
-            scores = tag_file(path, model, frontend, mean, std, frames, a.device)
+            crops = taggram(path, model, frontend, mean, std, frames, a.device)
         except AudioError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        results[str(path)] = scores
+        results[str(path)] = scores = crops.mean(axis=0)
+        if a.taggram:
+            from train.plots import plot_taggram
+
+            png = taggram_path(a.taggram, path, len(a.audio))
+            plot_taggram(crops, tags, frames * frontend.params.hop_length / frontend.params.sr, png,
+                         title=f"Taggram of {path.name}")
+            print(f"taggram: {png}", file=sys.stderr if a.json else sys.stdout)
         if not a.json:
             print(f"{path}")
             for t in np.argsort(-scores, kind="stable")[: a.top_k]:

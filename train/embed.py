@@ -1,0 +1,155 @@
+"""Clip embeddings of any run, ours or pretrained, on any features file, for eval/recall.py.
+
+    python train/embed.py --run RUN [--features FILE] [--split test] [--out DIR] [--device cpu]
+
+Each clip of the split is cut into the run's non-overlapping crops (as on the test split) and
+the model's embedding is averaged over them: the penultimate layer of a tagging network
+(musicnn's 200-unit 'penultimate' for the pretrained runs of ``train/pretrained.py``), the
+output of a metric-learning network. DIR (default ``RUN/embed-<features>-<split>``) gets
+``embeddings.npy`` with ``labels.npy``, ``clip_ids.npy`` and ``tags.json`` beside it, so
+``python eval/recall.py DIR/embeddings.npy`` scores them; a tagging run whose tags are the
+file's also writes ``predictions.npy`` for ``eval/auc.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from features.params import FeatureParams
+from train import runfolder
+from train.runfolder import RunError
+
+SPLITS = ("train", "valid", "test", "all")
+
+
+def check_params(run: Path, cfg: dict, file_params: FeatureParams, features: Path) -> None:
+    """Refuse a features file whose settings differ from those the run's model was trained on.
+
+    The STFT back-end is free (the two agree to float rounding). A pretrained musicnn network
+    rescales the dB log-mel itself, so it also takes another ``top_db`` floor (its clip scores
+    move by less than 1e-3 on the real fixtures, bench/RESULTS.md).
+
+    Raises
+    ------
+    RunError
+        Naming the settings that differ and the extraction command that matches the run.
+    """
+    want = FeatureParams.from_dict(cfg["feature_params"]).as_dict()
+    have = file_params.as_dict()
+    free = {"stft"} | ({"top_db"} if cfg.get("pretrained") else set())
+    used = {"mel": ("n_mels", "f_min", "f_max"), "mfcc": ("n_mfcc",), "chroma": ("n_chroma",)}
+    keys = {"sr", "n_fft", "hop_length", "n_mels", "top_db"} | {k for f in cfg["inputs"] for k in used[f]}
+    diff = sorted(k for k in keys - free if want[k] != have[k])
+    if diff:
+        args = " ".join(f"--{k.replace('_', '-')} {want[k]}" for k in diff)
+        raise RunError(f"{features}: made with {', '.join(f'{k}={have[k]}' for k in diff)}, but the run {run} "
+                       f"was trained on {', '.join(f'{k}={want[k]}' for k in diff)}; extract again with "
+                       f"`python pipeline/extract.py {args} --out OTHER.h5`")
+
+
+def embed(run: Path, features: Path, split: str = "test", out: Path | None = None, device="cpu",
+          batch: int = 64) -> Path:
+    """Write the clip embeddings of ``split`` of ``features`` under ``run``'s best model.
+
+    Parameters
+    ----------
+    run : Path
+        A finished run folder (tagging or metric) or a pretrained one.
+    features : Path
+        A features file from ``pipeline/extract.py`` with the run's inputs and settings.
+    split : {'train', 'valid', 'test', 'all'}
+    out : Path, optional
+        Output folder; default ``run / f"embed-{features.stem}-{split}"``.
+    device : str
+    batch : int
+        Crops per forward pass.
+
+    Returns
+    -------
+    Path
+        The output folder.
+
+    Raises
+    ------
+    RunError, train.feed.FeedError
+        For an unusable run or features file, or an empty split.
+    """
+    import numpy as np
+    import torch
+
+    from train.evaluate import predict
+    from train.feed import Crops, FeatureFile, FeedError
+    from train.models import build_embedding_model, build_model
+
+    cfg_path = run / "config.json"
+    if not cfg_path.is_file():
+        raise RunError(f"--run {run}: no config.json there; train a run with train/run.py or make one "
+                       "with train/pretrained.py")
+    task = json.loads(cfg_path.read_text()).get("task", "tagging")
+    cfg, ckpt = runfolder.load_best(run, device, task)
+    ff = FeatureFile(features, tuple(cfg["inputs"]))
+    check_params(run, cfg, ff.params, features)
+    idx = np.arange(len(ff.labels)) if split == "all" else ff.indices(split)
+    if len(idx) == 0:
+        raise FeedError(f"{features}: the {split} split is empty")
+    n_mels = ff.params.n_mels if "mel" in cfg["inputs"] else 0
+    if task == "tagging":
+        model = build_model(cfg["model"], ff.bins, n_mels=n_mels, n_out=len(cfg["tags"]))
+    else:
+        has_head = any(k.startswith("tag_head.") for k in ckpt["model"])
+        model = build_embedding_model(cfg["model"], ff.bins, dim=cfg["dim"], n_mels=n_mels,
+                                      n_tags=len(cfg["tags"]) if has_head else 0)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{run / 'best.pt'} does not fit a {cfg['model']!r} model on {features} "
+                       f"({str(exc).splitlines()[0]})") from exc
+    model.to(device)
+    crops = Crops(ff, idx, int(cfg["frames"]), ckpt["mean"], ckpt["std"], "chunks")
+    with torch.inference_mode():
+        scores, emb, labels = predict(model, crops, task, batch, torch.device(device))
+    if scores is not None and list(cfg["tags"]) != list(ff.tags):
+        scores = None  # another vocabulary (the MSD's): its scores cannot be scored against these labels
+    out = out or run / f"embed-{features.stem}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    if scores is None:
+        (out / "predictions.npy").unlink(missing_ok=True)  # an earlier call's, of another run or file
+    runfolder.save_outputs(out, scores, emb, labels, ff.clip_id[idx], ff.tags)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python train/embed.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="run folder (train/run.py or train/pretrained.py)")
+    p.add_argument("--features", type=Path, default=None,
+                   help="features file; default the run's own, else cache/features.h5")
+    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--out", type=Path, default=None, help="output folder; default RUN/embed-<features>-<split>")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--batch", type=int, default=64, help="crops per forward pass")
+    a = p.parse_args(argv)
+    if a.batch < 1:
+        p.error(f"--batch must be at least 1, got {a.batch}")
+    from train.feed import FeedError
+
+    features = a.features
+    if features is None:
+        cfg_path = a.run / "config.json"
+        own = json.loads(cfg_path.read_text()).get("features_file") if cfg_path.is_file() else None
+        features = Path(own or "cache/features.h5")
+    try:
+        out = embed(a.run, features, a.split, a.out, a.device, a.batch)
+    except (RunError, FeedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{a.run} on {features} ({a.split}): {out}/embeddings.npy, labels.npy, clip_ids.npy, tags.json"
+          + (", predictions.npy" if (out / "predictions.npy").exists() else ""))
+    print(f"score them:  python eval/recall.py {out / 'embeddings.npy'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
