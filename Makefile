@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev]"
-	# musicnn's published weights (train/pretrained.py). --no-deps: its TensorFlow and old numpy pins
-	# are not needed, the project reads the checkpoints itself.
+	@# musicnn's published weights (train/pretrained.py). --no-deps: its TensorFlow and old numpy pins
+	@# are not needed, the project reads the checkpoints itself.
 	$(BIN)/python -m pip install -q --no-deps "musicnn==0.1.0"
 	touch $(STAMP)
 
@@ -46,6 +46,10 @@ demo: $(STAMP)
 	$(BIN)/python eval/auc.py $(RUNS)/tagging-shortres/predictions.npy
 	$(BIN)/python eval/recall.py $(RUNS)/metric-shortres/embeddings.npy
 	$(BIN)/python train/report.py $(RUNS)
+	@# A network trained on the real MTAT (musicnn's published weights) tags a demo clip.
+	$(BIN)/python train/pretrained.py MTT_musicnn
+	$(BIN)/python train/tag.py $$(ls $(DEMO_DIR)/mp3/0/*.mp3 | head -1) --run cache/pretrained/MTT_musicnn \
+		--top-k 5 --taggram $(RUNS)/taggram.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -6,6 +6,7 @@ which skips without it.
 """
 import importlib.util
 import json
+import os
 import shutil
 
 import numpy as np
@@ -184,7 +185,12 @@ def test_metric_run_starts_from_the_pretrained_backbone(runs, feats, tmp_path):
 
 @needs_pkg
 def test_port_equals_tensorflow_musicnn(fixtures_dir):
-    """Parity with musicnn's own TensorFlow graph; skips where TensorFlow is not installed (CI)."""
+    """Parity with musicnn's own TensorFlow graph; skips where TensorFlow is not installed (CI).
+
+    musicnn's tf.compat.v1.layers need Keras 2: TensorFlow >= 2.16 takes it from tf_keras when
+    TF_USE_LEGACY_KERAS is set, before TensorFlow loads.
+    """
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     tf = pytest.importorskip("tensorflow")
     from musicnn import models as tf_models
 
@@ -200,7 +206,8 @@ def test_port_equals_tensorflow_musicnn(fixtures_dir):
         arch = "musicnn" if "musicnn" in name else "musicnn_vgg"
         model = build_model(arch, 96, n_out=50)
         load_musicnn_weights(model, read_checkpoint(PKG / name))
-        model.logc_input.fill_(False).eval()
+        model.logc_input.fill_(False)
+        model.eval()
         with torch.no_grad():
             got = torch.sigmoid(model(torch.from_numpy(x_np).transpose(1, 2))).numpy()
         np.testing.assert_allclose(got, want, atol=1e-4)
