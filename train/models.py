@@ -18,17 +18,25 @@ No spectrogram is computed inside a model. Build them by name with :func:`build_
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from train.musicnn_arch import Musicnn, MusicnnVGG
 
 __all__ = [
     "Baseline1D",
     "CNN2D",
+    "FCN",
+    "CRNN",
     "ShortChunkResNet",
     "LinearProjection",
     "EmbeddingNet",
     "SpecAugment",
     "ResBlock2d",
+    "conv_block",
+    "conv_stack",
     "MODELS",
     "build_model",
     "build_embedding_model",
@@ -134,6 +142,53 @@ class Baseline1D(nn.Module):
         return self.head(self.embed(x))
 
 
+def conv_block(c_in: int, c_out: int, pool: tuple[int, int], act: type[nn.Module] = nn.ReLU,
+               dropout: float = 0.0) -> nn.Sequential:
+    """``Conv2d(3x3, padding=1)`` - ``BatchNorm2d`` - ``act()`` - ``MaxPool2d(pool)`` [- ``Dropout``].
+
+    The 2-D block of :class:`CNN2D`, :class:`FCN` and :class:`CRNN`. ``padding=1`` keeps the map
+    size through the convolution, so only the pool shrinks it: ``(H, W) -> (H // p0, W // p1)``.
+    Index 0 is the conv and 1 the batch norm, whatever the activation (checkpoint keys rely on it).
+
+    Parameters
+    ----------
+    c_in, c_out : int
+        Input and output channels.
+    pool : tuple of int
+        Max-pool size (and stride) over (mel, time).
+    act : type
+        Activation class, called without arguments.
+    dropout : float
+        Dropout after the pool; none when 0.
+
+    Returns
+    -------
+    torch.nn.Sequential
+    """
+    layers = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.BatchNorm2d(c_out), act(), nn.MaxPool2d(pool)]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def conv_stack(channels, pools, act: type[nn.Module] = nn.ReLU, dropout: float = 0.0) -> nn.Sequential:
+    """:func:`conv_block` after :func:`conv_block` over a one-channel image, ``channels[i]`` wide.
+
+    ``stack[i]`` maps ``(B, C, H, W)`` to the next map, so the blocks can be run one by one.
+    """
+    c_in = [1, *channels[:-1]]
+    return nn.Sequential(*(conv_block(a, b, p, act, dropout) for a, b, p in zip(c_in, channels, pools)))
+
+
+def _check_stack(model: str, pools, channels, n_mels: int) -> None:
+    # One width per pool, and enough mel rows for the pools to leave at least one.
+    if len(channels) != len(pools):
+        raise ValueError(f"{model} has {len(pools)} conv blocks, got {len(channels)} channel sizes")
+    mel_pool = math.prod(p[0] for p in pools)
+    if n_mels < mel_pool:
+        raise ValueError(f"{model} pools the mel axis by {mel_pool}, so it needs n_mels >= {mel_pool}, got {n_mels}")
+
+
 class CNN2D(nn.Module):
     """The course's 2-D CNN over the mel spectrogram as a one-channel image.
 
@@ -171,31 +226,203 @@ class CNN2D(nn.Module):
     def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50):
         super().__init__()
         _check_bins(n_bins, n_mels)
-        if n_mels < 72:
-            raise ValueError(f"CNN2D pools the mel axis by 72, so it needs n_mels >= 72, got {n_mels}")
+        _check_stack("CNN2D", self.pools, self.channels, n_mels)
         self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
-        layers = []
-        c_in = 1
-        for c_out, pool in zip(self.channels, self.pools):
-            layers.append(
-                nn.Sequential(
-                    nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),
-                    nn.BatchNorm2d(c_out),
-                    nn.ReLU(),
-                    nn.MaxPool2d(pool),
-                )
-            )
-            c_in = c_out
-        self.blocks = nn.Sequential(*layers)
+        self.blocks = conv_stack(self.channels, self.pools)
         self.head = nn.Linear(self.channels[-1], n_out)
         self.embed_dim = self.channels[-1]
-        self.min_frames = 4 * 3 * 3 * 5
+        self.min_frames = math.prod(p[1] for p in self.pools)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Global max of the last block's map, ``(B, 64)``."""
         _check_input(self, x)
         h = self.blocks(x[:, None, : self.n_mels])
         return h.amax(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag logits, ``(B, n_out)``."""
+        return self.head(self.embed(x))
+
+
+class FCN(nn.Module):
+    """Fully convolutional network (Choi, Fazekas & Sandler 2016, FCN-5), adapted to 3-s crops.
+
+    Five :func:`conv_block` blocks (``Conv2d(3x3)`` - ``BatchNorm2d`` - ``ReLU`` - ``MaxPool2d``)
+    over the mel spectrogram as a one-channel image, ``widths`` channels, then a global max
+    pool, ``Dropout(dropout)`` and ``Linear(widths[-1], n_out)`` (the paper's sigmoid output
+    layer; logits here). The paper's mel pools, (2, 4), (2, 4), (2, 4), (3, 5), (4, 4) over
+    (mel, time), collapse its 96 x 1366 inputs (29 s) to 1 x 1. For our 96 x 188 crops the mel
+    pools are kept and the time pools become 4, 3, 3, 5, 1: pools (2, 4), (2, 3), (2, 3),
+    (3, 5), (4, 1), maps ``64x48x47``, ``128x24x15``, ``128x12x5``, ``128x4x1``, ``64x1x1``.
+    The time pools multiply to 180, so the last map covers 180 of the 188 frames (as in
+    :class:`CNN2D`); the paper's 4, 4, 4 would leave 2 frames after three blocks, from 128 of
+    them. A longer input leaves a larger last map, which the global max pool reduces, so any
+    ``T >= min_frames`` works. A fully convolutional network has the same parameters whatever
+    the input size: the adaptation changes no count.
+
+    Widths: the default (64, 128, 128, 128, 64), with ReLU and dropout 0.5 before the output,
+    is the FCN of Won et al.'s reimplementation (``sota-music-tagging-models``, SMC 2020), the
+    one commonly compared against. ``widths=(32, 128, 128, 192, 256)`` gives the first author's
+    own Keras FCN-5 (``music_tagger_cnn.py`` of ``music-auto_tagging-keras``; it uses ELU). The
+    paper's own tables, sized for 29-s inputs on a GPU, are wider; ``widths`` takes any five.
+
+    Only the mel bins ``x[:, :n_mels]`` are used; extra MFCC/chroma rows are ignored.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of feature rows ``F`` in the input.
+    n_mels : int
+        Number of mel rows at the top of the input; at least 96 (= 2*2*2*3*4).
+    n_out : int
+        Number of tags.
+    widths : tuple of 5 int
+        Channels of the five blocks.
+    dropout : float
+        Dropout before the output layer.
+
+    Attributes
+    ----------
+    blocks : torch.nn.Sequential
+        The five conv blocks; ``blocks[i]`` maps ``(B, C, H, W)`` to the next map.
+    dropout : torch.nn.Dropout
+    head : torch.nn.Linear
+    embed_dim : int
+        ``widths[-1]``.
+    min_frames : int
+        180 (= 4*3*3*5).
+
+    Notes
+    -----
+    Parameter counts (96 mels, 50 tags): this network 447,730; Won et al.'s FCN 447,732 (the 2
+    more are its BatchNorm2d(1) on the raw dB input, which our standardised features make
+    redundant). With ``widths=(32, 128, 128, 192, 256)``: 863,218, the Keras FCN-5's 850,368
+    listed without its top plus its 50-tag output layer, 256 x 50 + 50 = 12,850.
+
+    References
+    ----------
+    Choi, Fazekas, Sandler, "Automatic tagging using deep convolutional neural networks",
+    ISMIR 2016, arXiv:1606.00298.
+    Won, Ferraro, Bogdanov, Serra, "Evaluation of CNN-based automatic music tagging models",
+    SMC 2020, arXiv:2006.00751.
+    """
+
+    pools = ((2, 4), (2, 3), (2, 3), (3, 5), (4, 1))
+
+    def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50,
+                 widths: tuple[int, ...] = (64, 128, 128, 128, 64), dropout: float = 0.5):
+        super().__init__()
+        _check_bins(n_bins, n_mels)
+        _check_stack("FCN", self.pools, widths, n_mels)
+        self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
+        self.blocks = conv_stack(widths, self.pools)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(widths[-1], n_out)
+        self.embed_dim = widths[-1]
+        self.min_frames = math.prod(p[1] for p in self.pools)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Global max of the last block's map (after dropout in training mode), ``(B, widths[-1])``."""
+        _check_input(self, x)
+        return self.dropout(self.blocks(x[:, None, : self.n_mels]).amax(dim=(2, 3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tag logits, ``(B, n_out)``."""
+        return self.head(self.embed(x))
+
+
+class CRNN(nn.Module):
+    """Convolutional recurrent network (Choi, Fazekas, Sandler & Cho 2017), adapted to 3-s crops.
+
+    Four :func:`conv_block` blocks (``Conv2d(3x3)`` - ``BatchNorm2d`` - ``ELU`` - ``MaxPool2d`` -
+    ``Dropout(conv_dropout)``) with ``channels`` channels collapse the mel axis; the remaining
+    sequence of ``channels[-1]``-dim frames goes through an ``n_layers``-layer GRU of
+    ``hidden`` units, whose last hidden state (the top layer's state after the last step),
+    after ``Dropout(dropout)``, feeds ``Linear(hidden, n_out)`` (the paper's sigmoid outputs;
+    logits here).
+
+    The paper pools (2, 2), (3, 3), (4, 4), (4, 4) over (mel, time): its 96 x 1366 inputs (29 s,
+    zero-padded to 1440 frames) become 1 x 15, 15 GRU steps. For our 96 x 188 crops the mel
+    pools are kept and the time pools become 2, 3, 2, 1: pools (2, 2), (3, 3), (4, 2), (4, 1),
+    maps ``64x48x94``, ``128x16x31``, ``128x4x15``, ``128x1x15``: the same 15 steps, each
+    12 frames (0.19 s) apart instead of 96. Longer inputs give more steps; with more than
+    191 mel rows the last map keeps more than one row, and its max is taken.
+
+    Sizes: the paper scales its networks to 0.1M to 3M parameters; we take the ~0.4M network
+    its first author released (``music_tagger_crnn.py`` of ``music-auto_tagging-keras``, trained
+    on the Million Song Dataset): channels 64, 128, 128, 128, two GRU layers of 32 units, ELU,
+    dropout 0.1 after each conv block and 0.3 before the output.
+
+    Only the mel bins ``x[:, :n_mels]`` are used; extra MFCC/chroma rows are ignored.
+
+    Parameters
+    ----------
+    n_bins : int
+        Number of feature rows ``F`` in the input.
+    n_mels : int
+        Number of mel rows at the top of the input; at least 96 (= 2*3*4*4).
+    n_out : int
+        Number of tags.
+    channels : tuple of 4 int
+        Channels of the four conv blocks.
+    hidden : int
+        GRU units per layer, i.e. ``embed_dim``.
+    n_layers : int
+        GRU layers.
+    conv_dropout, dropout : float
+        Dropout after each conv block and before the output layer.
+
+    Attributes
+    ----------
+    blocks : torch.nn.Sequential
+        The four conv blocks; ``blocks[i]`` maps ``(B, C, H, W)`` to the next map.
+    gru : torch.nn.GRU
+        ``batch_first``; input ``(B, steps, channels[-1])``.
+    dropout : torch.nn.Dropout
+    head : torch.nn.Linear
+    embed_dim : int
+        ``hidden``.
+    min_frames : int
+        12 (= 2*3*2*1), which gives one GRU step.
+
+    Notes
+    -----
+    Parameter counts (96 mels, 50 tags): this network 394,098; the Keras CRNN 393,906 without
+    its BatchNorm over the input's 1,440 time frames (which our standardised features make
+    redundant). The 192 more are PyTorch's second GRU bias (``bias_hh``, 3 x 32 per layer),
+    which Keras 1 GRUs lack.
+
+    References
+    ----------
+    Choi, Fazekas, Sandler, Cho, "Convolutional recurrent neural networks for music
+    classification", ICASSP 2017, arXiv:1609.04243.
+    """
+
+    pools = ((2, 2), (3, 3), (4, 2), (4, 1))
+
+    def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50,
+                 channels: tuple[int, ...] = (64, 128, 128, 128), hidden: int = 32, n_layers: int = 2,
+                 conv_dropout: float = 0.1, dropout: float = 0.3):
+        super().__init__()
+        _check_bins(n_bins, n_mels)
+        _check_stack("CRNN", self.pools, channels, n_mels)
+        self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
+        self.blocks = conv_stack(channels, self.pools, act=nn.ELU, dropout=conv_dropout)
+        self.gru = nn.GRU(channels[-1], hidden, num_layers=n_layers, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, n_out)
+        self.embed_dim = hidden
+        self.min_frames = math.prod(p[1] for p in self.pools)
+
+    def sequence(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv blocks' output as the GRU's input sequence, ``(B, steps, channels[-1])``."""
+        _check_input(self, x)
+        return self.blocks(x[:, None, : self.n_mels]).amax(dim=2).transpose(1, 2)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The GRU's last hidden state (after dropout in training mode), ``(B, hidden)``."""
+        out, _ = self.gru(self.sequence(x))
+        return self.dropout(out[:, -1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Tag logits, ``(B, n_out)``."""
@@ -529,9 +756,15 @@ class EmbeddingNet(nn.Module):
 
 
 #: Model classes by name; each is called as ``cls(n_bins, n_mels=..., n_out=..., **kwargs)``.
+#: ``musicnn`` and ``musicnn_vgg`` (Pons et al. 2018) live in :mod:`train.musicnn_arch`, with the loader of
+#: their published weights.
 MODELS: dict[str, type[nn.Module]] = {
     "baseline": Baseline1D,
     "cnn2d": CNN2D,
+    "fcn": FCN,
+    "crnn": CRNN,
+    "musicnn": Musicnn,
+    "musicnn_vgg": MusicnnVGG,
     "shortres": ShortChunkResNet,
     "linear": LinearProjection,
 }
@@ -542,7 +775,7 @@ def build_model(name: str, n_bins: int, n_mels: int = 96, n_out: int = 50, **kwa
 
     Parameters
     ----------
-    name : {'baseline', 'cnn2d', 'shortres', 'linear'}
+    name : {'baseline', 'cnn2d', 'fcn', 'crnn', 'musicnn', 'musicnn_vgg', 'shortres', 'linear'}
         A key of ``MODELS``.
     n_bins : int
         Number of feature rows ``F`` of the input (e.g. 96, or 96 + 20 + 12 = 128 with MFCC
