@@ -3,15 +3,25 @@
     python train/run.py [--features cache/features.h5] [--task tagging|metric] [--model NAME]
                         [--epochs N] [--batch N] [--lr X] [--optimizer sgd|adam] [--device auto|cpu|cuda]
                         [--seed N] [--out cache/runs/NAME] [--resume]
+    torchrun --nproc-per-node N train/run.py ...      (DistributedDataParallel, one process per device)
 
 The loop reads top to bottom: set-up, the data, the model, the optimiser, then per epoch a
 training pass, a validation pass, the learning-rate rule and checkpoints; at the end the best
 checkpoint is run on the test split, whose clip scores, embeddings, metrics and plots are saved.
+
+Under torchrun (``train/dist.py``) ``--batch`` is the global batch: every rank computes the same
+plan of an epoch's batches and trains on its share of each (so an epoch still covers the training
+audio once, and the run takes the plain run's steps with the plain run's batches); metric learning
+mines over the batch gathered from all ranks. Rank 0 alone validates, tests and writes the run
+folder, with the unwrapped network, so those numbers are a single process's; the others wait for
+its validation loss, from which every rank takes the same learning-rate and stop decisions.
+BatchNorm stays per rank (statistics of the local share).
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
@@ -20,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from features.params import parse_features
-from train import runfolder
+from train import dist, runfolder
 from train.runfolder import RunError
 
 # torch, the models, the feed's readers and the evaluators load inside the functions that use them,
@@ -28,7 +38,8 @@ from train.runfolder import RunError
 
 #: Inputs each model reads when --inputs is not given (the stronger model uses all it can); its keys are
 #: the names of ``train.models.MODELS`` (a test checks), known here without importing torch.
-DEFAULT_INPUTS = {"baseline": "mel", "cnn2d": "mel", "shortres": "mel,mfcc,chroma", "linear": "mel"}
+DEFAULT_INPUTS = {"baseline": "mel", "cnn2d": "mel", "fcn": "mel", "crnn": "mel", "musicnn": "mel",
+                  "musicnn_vgg": "mel", "shortres": "mel,mfcc,chroma", "linear": "mel"}
 DEFAULT_MODEL = {"tagging": "shortres", "metric": "shortres"}
 
 
@@ -82,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="run folder; default cache/runs/<task>-<model>")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dist-timeout", type=float, default=10.0,
+                   help="under torchrun: minutes a rank waits for the others at a collective (e.g. while "
+                        "rank 0 validates) before the job fails; a rank that dies ends the job at once")
     return p
 
 
@@ -108,6 +122,8 @@ def parse_args(argv=None):
     for name in ("epochs", "batch", "dim", "patience", "crops_per_clip", "steps_per_epoch"):
         if getattr(a, name) not in ("auto", None) and getattr(a, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
+    if a.dist_timeout <= 0:
+        parser.error(f"--dist-timeout must be positive, got {a.dist_timeout}")
     if a.seconds <= 0 or a.lr <= 0 or a.margin < 0 or a.workers < 0 or a.tag_weight < 0:
         parser.error("--seconds and --lr must be positive, --margin, --tag-weight and --workers not negative")
     if a.init and a.task != "metric":
@@ -139,6 +155,7 @@ def bf16_supported(device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+@dist.record
 def main(argv=None) -> int:
     a = parse_args(argv)
     from train.feed import FeedError
@@ -146,23 +163,65 @@ def main(argv=None) -> int:
     try:
         return train(a)
     except (FeedError, RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error{dist.where()}: {exc}", file=sys.stderr)
+        dist.report(exc)
         return 2
+    finally:
+        dist.close()
 
 
-def epoch_batches(a, n_train: int, crops_per_clip: int, n_items: int, sampler, epoch: int) -> list[list[int]]:
-    """Index batches of one epoch, a pure function of (seed, epoch) so a resumed run repeats them."""
+def epoch_batches(a, n_train: int, crops_per_clip: int, n_items: int, sampler, epoch: int,
+                  rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This rank's index batches of one epoch: its share of each batch of the epoch's global plan.
+
+    A pure function of (seed, epoch, world): every rank computes the same plan and takes share
+    ``rank`` of every batch (:func:`train.dist.shard`), so the ranks' shares of an epoch are disjoint
+    and cover it, and a resumed run repeats them. With ``world=1`` the share is the whole batch.
+
+    Returns
+    -------
+    list of list of int
+        Positions in the training split; with ``--mining none`` each batch is this rank's triplets
+        laid out as [anchors, positives, negatives], so that one forward pass serves them.
+    """
     rng = np.random.default_rng([a.seed, epoch])
     if a.task == "tagging":
         order = np.concatenate([rng.permutation(n_train) for _ in range(crops_per_clip)])
-        out = [order[i:i + a.batch].tolist() for i in range(0, n_items, a.batch)]
-        if len(out) > 1 and len(out[-1]) < 2:  # BatchNorm cannot train on a batch of one
-            out[-2] += out.pop()
-        return out
-    if a.mining != "none":
-        return sampler.epoch(rng)
-    # A triplet batch is laid out as [anchors, positives, negatives] so one forward pass serves it.
-    return [t.T.reshape(-1).tolist() for t in sampler.batches(a.batch, rng=rng)]
+        plan = [order[i:i + a.batch] for i in range(0, n_items, a.batch)]
+        least = 2 * world  # BatchNorm cannot train on a share of one clip
+    elif a.mining != "none":
+        return [dist.shard(b, rank, world) for b in sampler.epoch(rng)]
+    else:
+        plan = list(sampler.batches(a.batch, rng=rng))  # (triplets, 3) each
+        least = world  # a triplet for every rank
+    if len(plan) > 1 and len(plan[-1]) < least:  # a short tail joins the batch before it
+        plan[-2:] = [np.concatenate(plan[-2:])]
+    shares = [dist.shard(b, rank, world) for b in plan]
+    return [s.tolist() if a.task == "tagging" else s.T.reshape(-1).tolist() for s in shares]
+
+
+def train_forward(model, bf16: bool):
+    """The training pass of ``model`` as one module: ``forward(x) -> (out, tag_logits or None)``.
+
+    ``out`` is the network's output in fp32 (computed in bf16 autocast when ``bf16``), the logits are
+    the metric network's tag head on it; one module, so that DistributedDataParallel wraps every
+    parameter the loss reaches.
+    """
+    import torch
+
+    class TrainForward(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = self.model(x)
+            out = out.float()  # losses in fp32
+            head = getattr(self.model, "tag_head", None)
+            return out, None if head is None else head(out)
+
+    return TrainForward()
 
 
 def make_model(a, ff, device):
@@ -187,27 +246,28 @@ def make_model(a, ff, device):
     return model, opt, sched
 
 
-def step_loss(a, model, x, y, bf16: bool):
-    """The training loss of one batch: BCE (tagging), or mined or sampled triplets plus the tag loss."""
-    import torch
+def step_loss(a, net, x, y):
+    """The training loss of one batch: BCE (tagging), or mined or sampled triplets plus the tag loss.
+
+    ``net`` is :func:`train_forward`'s module, wrapped in DistributedDataParallel under torchrun;
+    in-batch mining then runs over the embeddings and labels of every rank's share of the batch.
+    """
     import torch.nn.functional as F
 
     from train.metric import batch_triplet_loss, triplet_loss
 
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        out = model(x)
-    out = out.float()  # losses in fp32
+    out, tag_logits = net(x)
     if a.task == "tagging":
         return F.binary_cross_entropy_with_logits(out, y)
-    emb = out
     if a.mining != "none":
-        loss = batch_triplet_loss(emb, y, margin=a.margin, distance=a.distance, mining=a.mining,
+        emb, labels = dist.gather_rows(out, y)  # the whole batch's positives and negatives
+        loss = batch_triplet_loss(emb, labels, margin=a.margin, distance=a.distance, mining=a.mining,
                                   graded=a.negatives == "graded")
-    else:
-        anc, pos, neg = emb.chunk(3)
+    else:  # sampled triplets are whole on every rank
+        anc, pos, neg = out.chunk(3)
         loss = triplet_loss(anc, pos, neg, margin=a.margin, distance=a.distance)
-    if model.tag_head is not None:
-        loss = loss + a.tag_weight * F.binary_cross_entropy_with_logits(model.tag_head(emb), y)
+    if tag_logits is not None:
+        loss = loss + a.tag_weight * F.binary_cross_entropy_with_logits(tag_logits, y)
     return loss
 
 
@@ -240,7 +300,6 @@ def train(a) -> int:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from features.frontend import pick_device
     from train.evaluate import metrics, predict, split_loss
     from train.feed import Crops, FeatureFile, FeedError, standardizer
     from train.metric import TagTripletSampler, pk_sampler
@@ -248,16 +307,23 @@ def train(a) -> int:
 
     # ---------------------------------------------------------------- set-up
     out = a.out
-    out.mkdir(parents=True, exist_ok=True)
-    device = pick_device(a.device)
+    device = dist.init(a.device, a.dist_timeout)  # under torchrun: joins the job, this rank's device
+    rank, world, main = dist.rank(), dist.world(), dist.is_main()
+    if a.batch < 2 * world:
+        raise RunError(f"--batch {a.batch} is the global batch, shared by {world} ranks: it must be at least "
+                       f"{2 * world}, so that every rank's BatchNorm trains on 2 clips or more")
     torch.manual_seed(a.seed)
     config = config_of(a)
     ckpt_last, ckpt_best = out / "last.pt", out / "best.pt"
-    resume = runfolder.check_new_or_resumable(out, config, a.resume)
-    logf = open(out / "train.log", "a")
+    # Rank 0 alone reads and writes the run folder, which need exist on its machine only.
+    resume = dist.from_main(runfolder.check_new_or_resumable, out, config, a.resume)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    logf = open(out / "train.log" if main else os.devnull, "a")
 
     def log(msg: str) -> None:
-        print(msg)
+        if main:
+            print(msg)
         logf.write(msg + "\n")
         logf.flush()
 
@@ -268,12 +334,12 @@ def train(a) -> int:
     for s, idx in split.items():
         if len(idx) == 0:
             raise FeedError(f"{a.features}: the {s} split is empty")
-    init = runfolder.load_best(a.init, "cpu", "tagging", a.model, a.inputs, what="--init")[1] \
+    init = dist.from_main(runfolder.load_best, a.init, "cpu", "tagging", a.model, a.inputs, what="--init")[1] \
         if a.init and not resume else None
     if resume or init:  # a started backbone learnt on inputs scaled this way
         mean, std = (resume or init)["mean"], (resume or init)["std"]
     else:
-        mean, std = standardizer(ff, split["train"], seed=a.seed)
+        mean, std = dist.from_main(standardizer, ff, split["train"], seed=a.seed)
     train_set = Crops(ff, split["train"], length, mean, std, "random")
     val_set = Crops(ff, split["valid"], length, mean, std, "fixed")
     test_set = Crops(ff, split["test"], length, mean, std, "chunks")
@@ -307,12 +373,21 @@ def train(a) -> int:
         sched.load_state_dict(resume["sched"])
         start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
         log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
-    runfolder.write_json(out / "config.json", {
-        **config, "features_file": str(a.features), "feature_params": ff.params.as_dict(), "frames": length,
-        "crops_per_clip_used": crops_per_clip, "tags": list(ff.tags), "n_params": count_parameters(model)})
+    net = train_forward(model, bf16)
+    if dist.launched():
+        from torch.nn.parallel import DistributedDataParallel
+
+        # An EmbeddingNet leaves its backbone's tag head unused, which DDP must be told to expect.
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=hasattr(model, "backbone"))
+    if main:
+        runfolder.write_json(out / "config.json", {
+            **config, "features_file": str(a.features), "feature_params": ff.params.as_dict(), "frames": length,
+            "crops_per_clip_used": crops_per_clip, "tags": list(ff.tags), "n_params": count_parameters(model)})
     log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
         f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
-        f"train/valid/test clips, {crops_per_clip} crop(s) per clip per epoch, {device}{' bf16' if bf16 else ''}")
+        f"train/valid/test clips, {crops_per_clip} crop(s) per clip per epoch, {device}{' bf16' if bf16 else ''}"
+        + (f", {world} ranks sharing each batch of {a.batch}" if dist.launched() else ""))
 
     def evaluate(dataset):
         """Clip scores, embeddings, labels, the split's loss and its metrics."""
@@ -326,19 +401,21 @@ def train(a) -> int:
     stopped = None
     for epoch in range(start_epoch, a.epochs + 1):
         model.train()
-        torch.manual_seed(a.seed * 100_003 + epoch)  # the random crops of this epoch
-        plan = epoch_batches(a, len(split["train"]), crops_per_clip, n_items, sampler, epoch)
+        torch.manual_seed(a.seed * 100_003 + epoch + 1_000_003 * rank)  # this rank's random crops and dropout
+        plan = epoch_batches(a, len(split["train"]), crops_per_clip, n_items, sampler, epoch, rank, world)
         loader = DataLoader(train_set, batch_sampler=plan, collate_fn=Crops.collate, **loader_kw)
-        bar = tqdm(total=len(plan), desc=f"epoch {epoch}", unit="batch", disable=a.quiet,
+        bar = tqdm(total=len(plan), desc=f"epoch {epoch}", unit="batch", disable=a.quiet or not main,
                    dynamic_ncols=True, leave=False)
         t0, t_wait, seen, steps, total_loss = time.time(), 0.0, 0, 0, 0.0
         t_ready = time.time()
         for x, y in loader:
             t_wait += time.time() - t_ready
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = step_loss(a, model, x, y, bf16)
-            if not torch.isfinite(loss):
-                stopped = f"loss is {loss.item()} at epoch {epoch}; stopping (the last good checkpoint is {ckpt_last})"
+            loss = step_loss(a, net, x, y)
+            finite = bool(torch.isfinite(loss))
+            if not dist.all_true(finite):  # all ranks stop together, or the others would wait for this one
+                what = f"loss is {loss.item()}" if not finite else "the loss of another rank is not finite"
+                stopped = f"{what} at epoch {epoch}; stopping (the last good checkpoint is {ckpt_last})"
                 break
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -353,30 +430,35 @@ def train(a) -> int:
         if stopped:
             break
         train_time = time.time() - t0
+        total_loss, seen = dist.sum_all(total_loss, seen)  # over all ranks' shares
 
-        with warnings.catch_warnings():  # tags absent from a small validation split: said once, at test
-            warnings.simplefilter("ignore")
-            *_, val_loss, val = evaluate(val_set)
-        sched.step(val_loss)
+        # Rank 0 validates alone, with the unwrapped network: a single process's numbers.
+        if main:
+            with warnings.catch_warnings():  # tags absent from a small validation split: said once, at test
+                warnings.simplefilter("ignore")
+                *_, val_loss, val = evaluate(val_set)
+        val_loss = dist.broadcast(val_loss if main else None)  # the others wait here for it
+        sched.step(val_loss)  # the same step on every rank: the same lr, the same stop
         lr = opt.param_groups[0]["lr"]
-        h = {"epoch": epoch, "steps": steps, "train_loss": total_loss / seen, "val_loss": val_loss, "lr": lr,
-             "clips_per_s": seen / train_time, "data_wait": t_wait / train_time,
-             **{f"val_{k}": v for k, v in val.items() if k != "per_tag"}}
-        history.append(h)
-        # The best checkpoint: validation ROC-AUC for tagging, mean Recall@K for metric learning.
-        recalls = [v for k, v in val.items() if k.startswith("recall@")]
-        score = val["roc_auc"] if a.task == "tagging" else (np.mean(recalls) if recalls else -val_loss)
-        improved = score > best
-        if improved:
-            best = score
-            runfolder.save_checkpoint({"model": model.state_dict(), "config": config, "mean": mean, "std": std,
-                                       "epoch": epoch, "score": score}, ckpt_best)
-        runfolder.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                   "epoch": epoch, "best": best, "history": history, "config": config,
-                                   "mean": mean, "std": std}, ckpt_last)
-        shown = "  ".join(f"{k.removeprefix('val_')} {v:.4f}" for k, v in h.items() if k.startswith("val_"))
-        log(f"epoch {epoch:3d}  train_loss {h['train_loss']:.4f}  {shown}  lr {lr:.1e}  "
-            f"{h['clips_per_s']:.0f} clips/s  data wait {100 * h['data_wait']:.1f}%" + ("  *" if improved else ""))
+        if main:
+            h = {"epoch": epoch, "steps": steps, "train_loss": total_loss / seen, "val_loss": val_loss, "lr": lr,
+                 "clips_per_s": seen / train_time, "data_wait": t_wait / train_time,
+                 **{f"val_{k}": v for k, v in val.items() if k != "per_tag"}}
+            history.append(h)
+            # The best checkpoint: validation ROC-AUC for tagging, mean Recall@K for metric learning.
+            recalls = [v for k, v in val.items() if k.startswith("recall@")]
+            score = val["roc_auc"] if a.task == "tagging" else (np.mean(recalls) if recalls else -val_loss)
+            improved = score > best
+            if improved:
+                best = score
+                runfolder.save_checkpoint({"model": model.state_dict(), "config": config, "mean": mean,
+                                           "std": std, "epoch": epoch, "score": score}, ckpt_best)
+            runfolder.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(),
+                                       "sched": sched.state_dict(), "epoch": epoch, "best": best,
+                                       "history": history, "config": config, "mean": mean, "std": std}, ckpt_last)
+            shown = "  ".join(f"{k.removeprefix('val_')} {v:.4f}" for k, v in h.items() if k.startswith("val_"))
+            log(f"epoch {epoch:3d}  train_loss {h['train_loss']:.4f}  {shown}  lr {lr:.1e}  "
+                f"{h['clips_per_s']:.0f} clips/s  data wait {100 * h['data_wait']:.1f}%" + ("  *" if improved else ""))
         if lr < a.stop_lr:
             log(f"learning rate {lr:.1e} fell below --stop-lr {a.stop_lr:.1e}: stopping")
             break
@@ -384,6 +466,9 @@ def train(a) -> int:
         log(f"error: {stopped}")
         logf.close()
         return 1
+    if not main:  # rank 0 alone tests and writes the results
+        logf.close()
+        return 0
     if not ckpt_best.exists():
         raise RunError(f"{out}: no epoch finished, so there is no checkpoint to test")
 
