@@ -7,7 +7,9 @@ one clip list, finished, made with the same settings from the same annotation fi
 small per-clip tables (clip ids, paths, splits, labels, rooms, frame counts, status) concatenated, with
 ``frame_start`` moved past the frames of the shards before, and one HDF5 *virtual dataset* per
 feature that maps each shard's frames in turn: readers see the file an unsharded run writes, in the
-same clip order.
+same clip order. Augmented versions (``extract.py --augment``) are joined the same way: the
+``/augmented`` tables concatenated (``row`` and ``frame_start`` moved past the shards before) and a
+virtual dataset per feature over the shards' ``/augmented`` datasets; ``/rhythm`` is copied.
 
 Why virtual datasets, not a copy: MTAT's features are about 18 GB (float32), and a copy would need
 as much again on disk and the time to write it, for bytes the shards already hold in the very layout
@@ -80,9 +82,11 @@ def read_shard(path: Path) -> Shard:
     part = store.read_part(path)
     with h5py.File(path, "r") as f:
         status = f["status"][:]
-    if (status == 0).any():
-        raise MergeError(f"{path}: not finished, {int((status == 0).sum())} of {len(status)} clips not yet "
-                         "extracted; re-run that shard's extraction with the same arguments")
+        v_status = f[store.AUGMENTED]["status"][:] if store.AUGMENTED in f else np.zeros(0)
+    if (status == 0).any() or (v_status == 0).any():
+        raise MergeError(f"{path}: not finished, {int((status == 0).sum())} of {len(status)} clips "
+                         f"(and {int((v_status == 0).sum())} augmented versions) not yet extracted; re-run that "
+                         "shard's extraction with the same arguments")
     if part is None or len(status) != part.stop - part.start:
         raise MergeError(f"{path}: its clip table does not match the block it records; re-extract it")
     return Shard(path, head, part, index, count)
@@ -142,41 +146,78 @@ def reference(shard: Path, out: Path) -> str:
         return str(shard.resolve())
 
 
+def _gather(shards: list[Shard], group: str, tables: tuple, features) -> tuple[dict, list, tuple]:
+    """The tables of ``group`` ('' the root, or ``/augmented``) of every shard concatenated, with
+    ``frame_start`` (and a version's clip ``row``) moved past the shards before; the frames each shard's
+    feature datasets hold, and their shapes and dtype."""
+    out = {k: [] for k in (*tables, "frame_start")}
+    frames, clips = [], 0
+    for s in shards:
+        with h5py.File(s.path, "r") as f:
+            g = f[group] if group else f
+            for k in tables:
+                out[k].append(g[k].asstr()[:] if g[k].dtype.kind == "O" else g[k][:])
+            if "row" in out:  # a version's clip: past the clips of the shards before
+                out["row"][-1] = out["row"][-1] + clips
+            clips += len(f["clip_id"])
+            # Each shard's rooms start at its frame 0: past the frames of the shards before it here.
+            out["frame_start"].append(g["frame_start"][:] + sum(frames))
+            frames.append(int(out["room"][-1].sum(dtype=np.int64)))
+            shapes = {name: g[name].shape for name in features}
+            dtype = g[features[0]].dtype
+            if any(n != max(frames[-1], 1) for n, _ in shapes.values()):  # an empty one holds 1 frame
+                raise MergeError(f"{s.path}: its {group or 'root'} feature datasets do not hold its rooms; "
+                                 "re-extract it")
+    return out, frames, (shapes, dtype)
+
+
+def _virtual(group, name, shape_dtype, frames, names, source: str) -> None:
+    """A virtual dataset ``name`` in ``group`` over each shard's ``source`` dataset, in turn."""
+    (shapes, dtype) = shape_dtype
+    bins = shapes[name][1]
+    starts = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
+    layout = h5py.VirtualLayout(shape=(max(sum(frames), 1), bins), dtype=dtype)
+    for at, n, ref in zip(starts, frames, names):
+        if n:  # a shard without training clips has no versions
+            layout[at:at + n] = h5py.VirtualSource(ref, source, shape=(n, bins))
+    # NaN, not zeros, where h5py cannot read a shard: a lost shard never passes for silence.
+    group.create_virtual_dataset(name, layout, fillvalue=np.nan)
+
+
 def write_merged(path: Path, out: Path, shards: list[Shard]) -> dict:
     """Write the merged file at ``path`` (a temporary beside ``out``); return its figures for the summary."""
     head, names = shards[0].head, [reference(s.path, out) for s in shards]
-    tables = {k: [] for k in (*TABLES, "frame_start")}
-    frames = []
+    tables, frames, shape_dtype = _gather(shards, "", TABLES, head.features)
+    versions = None
+    if head.augment:
+        versions = _gather(shards, store.AUGMENTED, tuple(k for k in store.VERSION_TABLES if k != "frame_start"),
+                           head.features)
+    rhythm = []
+    with h5py.File(shards[0].path, "r") as f:
+        tags = f["tags"].asstr()[:]
+        fields = f["rhythm"].attrs["fields"] if "rhythm" in f else None
     for s in shards:
         with h5py.File(s.path, "r") as f:
-            for k in TABLES:
-                tables[k].append(f[k].asstr()[:] if f[k].dtype.kind == "O" else f[k][:])
-            # Each shard's rooms start at its frame 0: past the frames of the shards before it here.
-            tables["frame_start"].append(f["frame_start"][:] + sum(frames))
-            frames.append(int(tables["room"][-1].sum(dtype=np.int64)))
-            tags = f["tags"].asstr()[:]
-            shapes = {name: f[name].shape for name in head.features}
-            dtype = f[head.features[0]].dtype
-            if any(n != frames[-1] for n, _ in shapes.values()):
-                raise MergeError(f"{s.path}: its feature datasets do not hold its clips' rooms; re-extract it")
-    starts = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
+            rhythm.append(f["rhythm"][:] if "rhythm" in f else None)
     text = h5py.string_dtype("utf-8")
     with h5py.File(path, "w") as f:
         part = replace(shards[0].part, start=0, stop=shards[0].part.total)
         f.attrs.update(format=store.FORMAT, version=store.VERSION, **replace(head, shard="").attrs(), **part.attrs())
         f.attrs["shards"] = np.array(names, dtype=object).astype(text)
         f.create_dataset("tags", data=tags, dtype=text)
-        for k, parts in tables.items():
-            data = np.concatenate(parts)
-            f.create_dataset(k, data=data, dtype=text if data.dtype == object else data.dtype)
-        for name, (_, bins) in shapes.items():
-            layout = h5py.VirtualLayout(shape=(sum(frames), bins), dtype=dtype)
-            for at, n, ref in zip(starts, frames, names):
-                layout[at:at + n] = h5py.VirtualSource(ref, name, shape=(n, bins))
-            # NaN, not zeros, where h5py cannot read a shard: a lost shard never passes for silence.
-            f.create_virtual_dataset(name, layout, fillvalue=np.nan)
+        for group, got in [(f, (tables, frames, shape_dtype))] + (
+                [(f.create_group(store.AUGMENTED), versions)] if versions else []):
+            for k, parts in got[0].items():
+                data = np.concatenate(parts)
+                group.create_dataset(k, data=data, dtype=text if data.dtype == object else data.dtype)
+            for name in head.features:
+                _virtual(group, name, got[2], got[1], names, f"{group.name.rstrip('/')}/{name}")
+        if fields is not None and all(r is not None for r in rhythm):  # shards made before it have none
+            f.create_dataset("rhythm", data=np.concatenate(rhythm))
+            f["rhythm"].attrs["fields"] = fields
     return dict(status=np.concatenate(tables["status"]), split=np.concatenate(tables["split"]),
-                frames=sum(frames), names=names)
+                frames=sum(frames), names=names,
+                v_status=np.concatenate(versions[0]["status"]) if versions else None)
 
 
 def merge_logs(out: Path, shards: list[Shard]) -> bool:
@@ -201,6 +242,9 @@ def summary(out: Path, shards: list[Shard], got: dict, logged: bool) -> None:
         + f"  (total {int(ok.sum())} of {shards[0].part.total})",
         f"skipped    {int((got['status'] == -1).sum())}" + (f"  listed in {out.with_suffix('.log')}" if logged else ""),
         f"features   {','.join(head.features)} {head.dtype}, {got['frames']} frames, virtual datasets over the shards",
+        *([f"versions   {head.augment} per train clip: {int((got['v_status'] == 1).sum())} stored, "
+           f"{int((got['v_status'] == -1).sum())} skipped, virtual datasets over the shards' /augmented"]
+          if got["v_status"] is not None else []),
         f"keep       the shards beside {out.name}: it reads them by these relative paths (move the folder as a "
         "whole); a missing shard makes it unreadable",
     ]

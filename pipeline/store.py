@@ -14,9 +14,32 @@ Layout (``N`` clips, ``F`` = the sum of the clips' rooms, in frames)::
     /status        (N,)          int8    1 extracted, 0 not yet, -1 skipped (bad clip)
     /<feature>     (F, bins)     float32 or float16, time-major, chunks of ``CHUNK_FRAMES`` frames:
                                          'mel', 'mfcc', 'chroma'
+    /rhythm        (N, 14)       float32 ``features.rhythm.rhythm_statistics`` of each clip's dB log-mel
+                                         (only with 'mel'; NaN for a clip not done or skipped); its
+                                         ``fields`` attribute names the columns (``RHYTHM_FIELDS``)
+
+Augmented versions (``extract.py --augment V``, only when V > 0): V versions of every training clip
+(split 'train'; never validation or test), each an effect chain of ``features/augment.py`` rendered
+on the clip's audio and sent through the same front-end. ``M`` = V x the training clips, rows in
+clip order, versions 1..V within a clip; ``Fa`` = the sum of their rooms::
+
+    /augmented/row          (M,)        int64   the clip's row in the tables above
+    /augmented/version      (M,)        int16   1..V (0 is the original, never stored here)
+    /augmented/chain        (M,)        str     the effect chain, JSON (``augment.draw(default_rng(
+                                                [augment_seed, clip_id, version]))``, ``augment.apply``)
+    /augmented/frame_start  (M,)        int64   first frame of the version's room in its datasets
+    /augmented/room         (M,)        int32   the clip's room grown by ``augment.max_length_factor()``
+                                                (time stretch lengthens it)
+    /augmented/n_frames     (M,)        int32
+    /augmented/status       (M,)        int8    1 done, 0 not yet, -1 skipped (it failed to render, or
+                                                its clip was skipped)
+    /augmented/<feature>    (Fa, bins)  as the originals' datasets: same dtype, chunks and layout
+
+so the feed maps a version exactly as it maps an original. A version is a pure function of the
+clip's audio and its chain, so it is the same whatever the batching, workers or shards.
 
 Root attributes: ``format``, ``version``, ``features``, ``dtype``, every ``FeatureParams`` field,
-``split_scheme``, ``source``, ``audio_kind`` and ``shard`` (``'I/N'`` for the I-th of N parts, counted
+``split_scheme``, ``source``, ``audio_kind``, ``augment`` (V, 0 for none), ``augment_seed`` and ``shard`` (``'I/N'`` for the I-th of N parts, counted
 from 0; empty for a whole clip list); files made since sharding also record where their clips come
 from (:class:`Part`): ``annotations`` (the annotation file, absolute), ``annotations_sha256``,
 ``clips_total`` (clips in the split's whole list) and ``clips_start``, ``clips_stop`` (the block of that
@@ -24,7 +47,7 @@ list this file holds).
 
 Sharded extraction gives each shard a complete file of this layout for its contiguous block of the
 clip list. ``pipeline/merge.py`` joins them into a file of the same layout whose small tables are
-copied and whose feature datasets are HDF5 virtual datasets over the shards' (``shards`` attribute: the
+copied and whose feature datasets (the augmented ones too) are HDF5 virtual datasets over the shards' (``shards`` attribute: the
 shard files, relative to the merged file's folder where possible); readers see one file, the feed
 memory-maps each shard (:func:`sources`).
 
@@ -78,6 +101,8 @@ class Header:
     shard : str
         ``'I/N'``: the file holds the I-th (from 0) of N blocks of the clip list; ``''``: all of it.
         A setting like the others, so a shard is never resumed as another one or as the whole list.
+    augment, augment_seed : int
+        Augmented versions per training clip (0: none) and the seed of their effect chains.
     """
 
     features: tuple[str, ...]
@@ -87,11 +112,14 @@ class Header:
     source: str = ""
     audio_kind: str = ""
     shard: str = ""
+    augment: int = 0
+    augment_seed: int = 0
 
     def attrs(self) -> dict:
         """The root attributes that record it (``features`` comma-joined, the parameters flat)."""
         return dict(features=",".join(self.features), dtype=self.dtype, split_scheme=self.split_scheme,
-                    source=self.source, audio_kind=self.audio_kind, shard=self.shard, **self.params.as_dict())
+                    source=self.source, audio_kind=self.audio_kind, shard=self.shard, augment=int(self.augment),
+                    augment_seed=int(self.augment_seed), **self.params.as_dict())
 
     def changed(self, other: "Header") -> list[str]:
         """Names of the settings in which ``other`` differs from this header."""
@@ -164,10 +192,10 @@ def read_part(path) -> Part | None:
                     int(a["clips_start"]), int(a["clips_stop"]))
 
 
-def nbytes(rooms, head: Header) -> int:
-    """Bytes the feature datasets of a file with these per-clip ``rooms`` (frames) take on disk."""
-    frames = int(np.sum(rooms, dtype=np.int64))
-    chunked = -(-frames // CHUNK_FRAMES) * CHUNK_FRAMES  # whole chunks are allocated
+def nbytes(rooms, head: Header, version_rooms=()) -> int:
+    """Bytes the feature datasets of a file with these per-clip (and per-version) rooms take on disk."""
+    frames = [int(np.sum(r, dtype=np.int64)) for r in (rooms, version_rooms)]
+    chunked = sum(-(-n // CHUNK_FRAMES) * CHUNK_FRAMES for n in frames)  # whole chunks are allocated
     return chunked * sum(head.params.bins(f) for f in parse_features(head.features)) * np.dtype(head.dtype).itemsize
 
 
@@ -184,7 +212,53 @@ def check_space(path, need: int) -> None:
                          "--dtype float16 or extract fewer --features")
 
 
-def create(path, clips: pd.DataFrame, head: Header, rooms, part: Part | None = None) -> None:
+#: The group holding the augmented versions, and its per-version tables.
+AUGMENTED = "augmented"
+VERSION_TABLES = ("row", "version", "chain", "frame_start", "room", "n_frames", "status")
+#: Columns of ``/rhythm`` (``features.rhythm.RHYTHM_FIELDS``; kept here so the store needs no librosa).
+RHYTHM_COLUMNS = 14
+
+
+@dataclass(frozen=True)
+class Versions:
+    """The augmented versions a new file reserves room for (:func:`create`).
+
+    Attributes
+    ----------
+    row : np.ndarray [shape=(M,), dtype=int64]
+        Each version's clip row, ascending.
+    version : np.ndarray [shape=(M,), dtype=int16]
+        1..V within a clip.
+    room : np.ndarray [shape=(M,), dtype=int32]
+        Frames reserved for each version.
+    chain : list of str
+        Each version's effect chain, JSON.
+    """
+
+    row: np.ndarray
+    version: np.ndarray
+    room: np.ndarray
+    chain: list
+
+
+def _feature_datasets(group, features, params, dtype, total: int) -> None:
+    for name in features:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # every room is written whole, padding included
+        group.create_dataset(name, shape=(max(total, 1), params.bins(name)), dtype=dtype,
+                             chunks=(min(CHUNK_FRAMES, max(total, 1)), params.bins(name)), dcpl=dcpl)
+
+
+def _starts(rooms: np.ndarray) -> tuple[np.ndarray, int]:
+    if not len(rooms):  # a shard without training clips has no versions
+        return np.zeros(0, np.int64), 0
+    starts = np.concatenate([[0], np.cumsum(rooms[:-1], dtype=np.int64)]).astype(np.int64)
+    return starts, int(starts[-1] + rooms[-1]) if len(rooms) else 0
+
+
+def create(path, clips: pd.DataFrame, head: Header, rooms, part: Part | None = None,
+           versions: Versions | None = None, rhythm_fields=None) -> None:
     """Create an empty features file for ``clips`` with every chunk allocated.
 
     Parameters
@@ -199,6 +273,10 @@ def create(path, clips: pd.DataFrame, head: Header, rooms, part: Part | None = N
         Frames reserved for each clip (at least 1); longer clips are truncated by the writer.
     part : Part, optional
         Where the clips come from, recorded in the root attributes.
+    versions : Versions, optional
+        Augmented versions to reserve (the ``/augmented`` group); needed when ``head.augment > 0``.
+    rhythm_fields : sequence of str, optional
+        Names of the ``/rhythm`` columns; ``None``: no ``/rhythm``.
     """
     features, params, dtype = parse_features(head.features), head.params, head.dtype
     if dtype not in DTYPES:
@@ -206,8 +284,9 @@ def create(path, clips: pd.DataFrame, head: Header, rooms, part: Part | None = N
     rooms = np.asarray(rooms, np.int32)
     if len(rooms) != len(clips) or (rooms < 1).any():
         raise ValueError(f"need one room of at least 1 frame per clip ({len(clips)}), got {len(rooms)}")
-    starts = np.concatenate([[0], np.cumsum(rooms[:-1], dtype=np.int64)])
-    total = int(starts[-1] + rooms[-1]) if len(rooms) else 0
+    if (versions is None) != (head.augment == 0):
+        raise ValueError(f"augment={head.augment} needs versions exactly when it is above 0")
+    starts, total = _starts(rooms)
     with h5py.File(path, "w") as f:
         f.attrs.update(format=FORMAT, version=VERSION, **head.attrs(), **(part.attrs() if part else {}))
         f["tags"] = np.array(TAGS, dtype=object).astype(_STR)
@@ -219,12 +298,41 @@ def create(path, clips: pd.DataFrame, head: Header, rooms, part: Part | None = N
         f["room"] = rooms
         f["n_frames"] = np.zeros(len(rooms), np.int32)
         f["status"] = np.zeros(len(rooms), np.int8)
-        for name in features:
-            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # every room is written whole, padding included
-            f.create_dataset(name, shape=(max(total, 1), params.bins(name)), dtype=dtype,
-                             chunks=(min(CHUNK_FRAMES, max(total, 1)), params.bins(name)), dcpl=dcpl)
+        _feature_datasets(f, features, params, dtype, total)
+        if rhythm_fields is not None:
+            f.create_dataset("rhythm", data=np.full((len(rooms), len(rhythm_fields)), np.nan, np.float32))
+            f["rhythm"].attrs["fields"] = ",".join(rhythm_fields)
+        if versions is not None:
+            g = f.create_group(AUGMENTED)
+            vrooms = np.asarray(versions.room, np.int32)
+            if (vrooms < 1).any() or not len(versions.row) == len(versions.version) == len(vrooms) == len(versions.chain):
+                raise ValueError("versions need one row, version, room of at least 1 frame and chain each")
+            vstarts, vtotal = _starts(vrooms)
+            g["row"] = np.asarray(versions.row, np.int64)
+            g["version"] = np.asarray(versions.version, np.int16)
+            g.create_dataset("chain", data=np.array(versions.chain, dtype=object), dtype=_STR)
+            g["frame_start"] = vstarts
+            g["room"] = vrooms
+            g["n_frames"] = np.zeros(len(vrooms), np.int32)
+            g["status"] = np.zeros(len(vrooms), np.int8)
+            _feature_datasets(g, features, params, dtype, vtotal)
+
+
+def read_versions(path) -> pd.DataFrame | None:
+    """Per-version table of a features file (``VERSION_TABLES`` columns), or ``None`` when it has none."""
+    with h5py.File(path, "r") as f:
+        if AUGMENTED not in f:
+            return None
+        g = f[AUGMENTED]
+        return pd.DataFrame({k: g[k].asstr()[:] if k == "chain" else g[k][:] for k in VERSION_TABLES})
+
+
+def read_rhythm(path) -> tuple[np.ndarray, tuple[str, ...]] | None:
+    """``(rhythm (N, 14) float32, column names)`` of a features file, or ``None`` for a file without."""
+    with h5py.File(path, "r") as f:
+        if "rhythm" not in f:
+            return None
+        return f["rhythm"][:], tuple(str(f["rhythm"].attrs["fields"]).split(","))
 
 
 def header(path) -> Header:
@@ -256,7 +364,8 @@ def header(path) -> Header:
                          + "; the shards must stay where they were merged from, beside it")
     return Header(features=tuple(attrs["features"].split(",")), params=FeatureParams.from_dict(attrs),
                   dtype=attrs["dtype"], split_scheme=attrs["split_scheme"], source=attrs["source"],
-                  audio_kind=attrs["audio_kind"], shard=attrs.get("shard", ""))
+                  audio_kind=attrs["audio_kind"], shard=attrs.get("shard", ""),
+                  augment=int(attrs.get("augment", 0)), augment_seed=int(attrs.get("augment_seed", 0)))
 
 
 def shard_paths(path, names) -> list[Path]:
@@ -377,7 +486,7 @@ def sources(path, feature: str) -> list[Source]:
 
 
 class Writer:
-    """Writes whole clips into a file made by :func:`create`; raw data only, then ``status``."""
+    """Writes whole clips (and their versions) into a file made by :func:`create`; raw data, then ``status``."""
 
     def __init__(self, path):
         self.file = h5py.File(path, "r+")
@@ -387,32 +496,60 @@ class Writer:
         self.room = self.file["room"][:]
         self.status = self.file["status"][:]
         self.n_frames = self.file["n_frames"][:]
+        self.rhythm = self.file["rhythm"][:] if "rhythm" in self.file else None
+        self.versions = read_versions(path) if AUGMENTED in self.file else None
+        if self.versions is not None:
+            g = self.file[AUGMENTED]
+            self.v_status, self.v_n_frames = g["status"][:], g["n_frames"][:]
 
-    def write(self, rows: list[int], feats: dict[str, np.ndarray], n_frames: np.ndarray, bad: list[int]) -> None:
+    def _block(self, group, starts, rooms, rows, feats, kept) -> None:
+        """One write per feature over the consecutive rooms of ``rows`` (a skipped one's written as zeros):
+        per-clip h5py calls cost more than the copy."""
+        first, last = min(rows), max(rows)
+        start, stop = int(starts[first]), int(starts[last] + rooms[last])
+        for name in self.features:
+            ds = group[name]
+            block = np.zeros((stop - start, ds.shape[1]), self.dtype)
+            for j, i in enumerate(rows):
+                at = int(starts[i]) - start
+                block[at:at + kept[j]] = feats[name][j][:kept[j]]
+            ds[start:stop] = block
+
+    def write(self, rows: list[int], feats: dict[str, np.ndarray], n_frames: np.ndarray, bad: list[int],
+              rhythm: np.ndarray | None = None, versions: dict | None = None) -> None:
         """Store a batch: ``feats[name][j]`` (frames, bins) for clip ``rows[j]``; mark ``bad`` as skipped.
 
         Each clip's room is written whole (frames past its length as zeros, frames past its room
-        dropped). Features are flushed before ``status`` so a clip is never marked done without its data.
+        dropped). ``rhythm[j]`` is clip ``rows[j]``'s row of ``/rhythm``. ``versions``, for a file with
+        augmented versions: ``{'rows': [...], 'features': ..., 'n_frames': ..., 'bad': [...]}`` in the
+        same form, rows of ``/augmented``. Features are flushed before ``status`` so a clip or version
+        is never marked done without its data.
         """
         kept = np.minimum(np.asarray(n_frames, np.int64), self.room[rows]) if rows else np.zeros(0, np.int64)
         if rows:
-            # One write per feature over the batch's consecutive rooms (a skipped clip's room among
-            # them is written as zeros): per-clip h5py calls cost more than the copy.
-            first, last = min(rows), max(rows)
-            start, stop = int(self.frame_start[first]), int(self.frame_start[last] + self.room[last])
-            for name in self.features:
-                ds = self.file[name]
-                block = np.zeros((stop - start, ds.shape[1]), self.dtype)
-                for j, i in enumerate(rows):
-                    at = int(self.frame_start[i]) - start
-                    block[at:at + kept[j]] = feats[name][j, :kept[j]]
-                ds[start:stop] = block
+            self._block(self.file, self.frame_start, self.room, rows, feats, kept)
         self.n_frames[rows] = kept
         self.file["n_frames"][:] = self.n_frames
+        if self.rhythm is not None and rows and rhythm is not None:
+            self.rhythm[rows] = rhythm
+            first, last = min(rows), max(rows) + 1
+            self.file["rhythm"][first:last] = self.rhythm[first:last]
+        if versions is not None and self.versions is not None:
+            vrows, g = list(versions["rows"]), self.file[AUGMENTED]
+            vroom = self.versions["room"].to_numpy()
+            vkept = np.minimum(np.asarray(versions["n_frames"], np.int64), vroom[vrows]) if vrows else []
+            if vrows:
+                self._block(g, self.versions["frame_start"].to_numpy(), vroom, vrows, versions["features"], vkept)
+            self.v_n_frames[vrows] = vkept
+            g["n_frames"][:] = self.v_n_frames
         self.file.flush()
         self.status[rows] = 1
         self.status[bad] = -1
         self.file["status"][:] = self.status
+        if versions is not None and self.versions is not None:
+            self.v_status[list(versions["rows"])] = 1
+            self.v_status[list(versions["bad"])] = -1
+            self.file[AUGMENTED]["status"][:] = self.v_status
         self.file.flush()
 
     def close(self) -> None:
