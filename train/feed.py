@@ -6,7 +6,10 @@ boundary), with no h5py call in the hot loop. float16 files are converted to flo
 read. The map is opened lazily in each process, so DataLoader worker processes each get their own.
 A merged file (``pipeline/merge.py``) holds its features in virtual datasets over its shards: each
 shard is mapped with its own chunk offsets and a clip, which lies whole in one shard, is read from
-that shard's map, so crops cost what they cost in an unsharded file.
+that shard's map, so crops cost what they cost in an unsharded file. Augmented versions
+(``extract.py --augment V``, ``/augmented``) are mapped the same way: ``crop(i, t, n, version=v)``
+reads version v of clip i (0 the original), and ``Crops.set_versions`` picks one per training clip
+per epoch.
 """
 from __future__ import annotations
 
@@ -39,6 +42,14 @@ class FeatureFile:
         Per extracted clip (clips skipped at extraction are left out).
     bins : int
         Total bins of the requested features.
+    n_versions : int
+        Augmented versions per training clip the file holds (0: none).
+    version_frames : np.ndarray [shape=(len, n_versions + 1), dtype=int64]
+        Valid frames of each clip's original (column 0) and of its versions 1..V; 0 where a
+        version is not stored (not a training clip, or it failed to render).
+    rhythm : np.ndarray [shape=(len, 14), dtype=float32] or None
+        Each clip's rhythm statistics (columns ``rhythm_fields``), or ``None`` for a file without
+        ``/rhythm`` (extracted without mel, or before it was stored).
     """
 
     def __init__(self, path, features=("mel",)):
@@ -70,13 +81,37 @@ class FeatureFile:
         self.dtype = np.dtype(self.header.dtype)
         self.widths = [self.params.bins(f) for f in self.features]
         self.bins = sum(self.widths)
+        rhythm = store.read_rhythm(self.path)
+        self.rhythm, self.rhythm_fields = (rhythm[0][keep], rhythm[1]) if rhythm else (None, ())
         self.files, self._reads = [], []
         for f in self.features:
-            self._reads.append(self._locate(f))
+            self._reads.append(self._locate(f, self.frame_start, self.n_frames))
+        self._versions(store.read_versions(self.path), keep)
         self._mm = None
 
-    def _locate(self, feature: str):
-        """Per clip, the source holding its frames of ``feature`` and its first frame there.
+    def _versions(self, table, keep) -> None:
+        """Per kept clip and version, where its frames lie (``/augmented``); no versions without a table."""
+        self.n_versions = int(self.header.augment) if table is not None else 0
+        self.version_frames = np.zeros((len(self.rows), self.n_versions + 1), np.int64)
+        self.version_frames[:, 0] = self.n_frames
+        self._vreads = []
+        if not self.n_versions:
+            return
+        at = np.full(len(keep), -1, np.int64)  # file row -> position among the kept clips
+        at[self.rows] = np.arange(len(self.rows))
+        pos, v = at[table["row"].to_numpy()], table["version"].to_numpy().astype(np.int64)
+        ok = (pos >= 0) & (table["status"].to_numpy() == 1)
+        self.version_frames[pos[ok], v[ok]] = table["n_frames"].to_numpy()[ok]
+        self._vrow = np.full((len(self.rows), self.n_versions + 1), -1, np.int64)  # row of /augmented
+        self._vrow[pos[ok], v[ok]] = np.flatnonzero(ok)
+        self._chains = table["chain"].to_numpy()
+        starts = table["frame_start"].to_numpy().astype(np.int64)
+        frames = np.where(ok, table["n_frames"].to_numpy(), 0).astype(np.int64)
+        for f in self.features:
+            self._vreads.append(self._locate(f"{store.AUGMENTED}/{f}", starts, frames))
+
+    def _locate(self, feature: str, frame_start: np.ndarray, n_frames: np.ndarray):
+        """Per clip (or version), the source holding its frames of ``feature`` and its first frame there.
 
         Returns ``(source per clip, first frame per clip, [(file index, chunk offsets, chunk frames)])``;
         an unsharded file is its own single source, where the first frame is ``frame_start``.
@@ -86,12 +121,12 @@ class FeatureFile:
         except store.StoreError as exc:
             raise FeedError(str(exc)) from exc
         bounds = np.array([s.start for s in srcs])
-        which = np.searchsorted(bounds, self.frame_start, side="right") - 1
+        which = np.searchsorted(bounds, frame_start, side="right") - 1
         stops = np.array([s.stop for s in srcs])[which]
-        if (self.frame_start + self.n_frames > stops).any():
+        if (frame_start + n_frames > stops).any():
             raise FeedError(f"{self.path}: a clip's {feature!r} frames span two shards; merge again with "
                             "pipeline/merge.py")
-        first = self.frame_start - bounds[which] + np.array([s.source_start for s in srcs])[which]
+        first = frame_start - bounds[which] + np.array([s.source_start for s in srcs])[which]
         table = []
         for s in srcs:
             if s.path not in self.files:
@@ -106,14 +141,31 @@ class FeatureFile:
         """Positions of the clips of one split."""
         return np.flatnonzero(self.split == split)
 
-    def crop(self, i: int, start: int, length: int) -> np.ndarray:
-        """Frames ``start:start+length`` of clip ``i``, all features stacked: ``(bins, length)`` float32."""
+    def chain(self, i: int, version: int) -> dict:
+        """The effect chain (``features.augment.draw``'s dict) of version ``version`` >= 1 of clip ``i``."""
+        import json
+
+        if not 1 <= version <= self.n_versions or self.version_frames[i, version] == 0:
+            raise FeedError(f"{self.path}: clip {self.mp3_path[i]} has no augmented version {version}")
+        return json.loads(self._chains[self._vrow[i, version]])
+
+    def crop(self, i: int, start: int, length: int, version: int = 0) -> np.ndarray:
+        """Frames ``start:start+length`` of clip ``i``, all features stacked: ``(bins, length)`` float32.
+
+        ``version`` v >= 1 reads the clip's v-th augmented version (it must exist:
+        ``version_frames[i, v] > 0``) instead of the original.
+        """
         if self._mm is None:  # opened per process: a map must not cross a fork
             self._mm = [np.memmap(p, dtype=np.uint8, mode="r") for p in self.files]
+        reads = self._reads
+        if version:
+            if self.version_frames[i, version] == 0:
+                raise FeedError(f"{self.path}: clip {self.mp3_path[i]} has no augmented version {version}")
+            reads, i = self._vreads, self._vrow[i, version]
         out = np.empty((self.bins, length), np.float32)
         size = self.dtype.itemsize
         row = 0
-        for width, (which, firsts, table) in zip(self.widths, self._reads):
+        for width, (which, firsts, table) in zip(self.widths, reads):
             f, offsets, C = table[which[i]]
             mm, first = self._mm[f], int(firsts[i]) + start  # frame of the dataset in that file
             g, end = first, first + length
@@ -176,9 +228,12 @@ class Crops(Dataset):
         ``'fixed'``: the crop at the middle of each clip (validation).
         ``'chunks'``: every non-overlapping crop of every clip (testing); ``self.clip_of`` maps
         each item to its clip's position in ``idx`` so outputs can be averaged per clip.
+    versions : array-like of int [shape=(len(idx),)], optional
+        ``'random'`` mode only: which version of each clip to crop (0 the original, v in
+        ``1..ff.n_versions`` an augmented one); see :meth:`set_versions`. Default: the originals.
     """
 
-    def __init__(self, ff: FeatureFile, idx, length: int, mean, std, mode: str = "random"):
+    def __init__(self, ff: FeatureFile, idx, length: int, mean, std, mode: str = "random", versions=None):
         short = [i for i in idx if ff.n_frames[i] < length]
         if short:
             i = short[0]
@@ -193,21 +248,61 @@ class Crops(Dataset):
             self.starts = np.concatenate(starts)
         elif mode not in ("random", "fixed"):
             raise ValueError(f"unknown crop mode {mode!r}")
+        self.versions = None
+        if versions is not None:
+            self.set_versions(versions)
+
+    def set_versions(self, versions) -> np.ndarray:
+        """Crop version ``versions[j]`` of clip ``idx[j]`` from now on (``None``: the originals again).
+
+        For training (``'random'`` mode): draw, e.g. once per epoch, the original (0) or one of the
+        ``ff.n_versions`` augmented versions per clip. A version the file lacks (a failed render)
+        or shorter than a crop (time stretch shortens) falls back to the original.
+
+        Returns
+        -------
+        np.ndarray [shape=(len(idx),), dtype=int64] or None
+            The versions that will be read.
+
+        Raises
+        ------
+        ValueError
+            Outside ``'random'`` mode (validation and test read originals), or for a wrong length
+            or a version outside ``0..ff.n_versions``.
+        """
+        if versions is None:
+            self.versions = None
+            return None
+        if self.mode != "random":
+            raise ValueError(f"augmented versions are for training crops ('random' mode), not {self.mode!r}: "
+                             "validation and test read the original clips")
+        v = np.asarray(versions, np.int64)
+        if v.shape != self.idx.shape or (v < 0).any() or (v > self.ff.n_versions).any():
+            raise ValueError(f"need one version in 0..{self.ff.n_versions} (the file's versions per clip) for each "
+                             f"of the {len(self.idx)} clips, got shape {v.shape}"
+                             + (f", values {v.min()}..{v.max()}" if v.size else ""))
+        v = np.where(self.ff.version_frames[self.idx, v] >= self.length, v, 0)
+        self.versions = v
+        return v
 
     def __len__(self) -> int:
         return len(self.clip_of) if self.mode == "chunks" else len(self.idx)
 
-    def _where(self, ks) -> tuple[np.ndarray, np.ndarray]:
-        """Clip positions and crop starts of items ``ks``."""
+    def _where(self, ks) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Clip positions, crop starts and versions (``None``: the originals) of items ``ks``."""
         ks = np.asarray(ks)
         if self.mode == "chunks":
-            return self.idx[self.clip_of[ks]], self.starts[ks]
-        clips = self.idx[ks]
-        room = self.ff.n_frames[clips] - self.length
+            return self.idx[self.clip_of[ks]], self.starts[ks], None
+        clips, versions = self.idx[ks], None
+        if self.versions is None:
+            room = self.ff.n_frames[clips] - self.length
+        else:
+            versions = self.versions[ks]
+            room = self.ff.version_frames[clips, versions] - self.length
         if self.mode == "fixed":
-            return clips, room // 2
+            return clips, room // 2, None
         # torch's RNG: seeded per DataLoader worker, so crops are reproducible with workers too.
-        return clips, (torch.rand(len(ks), dtype=torch.float64).numpy() * (room + 1)).astype(np.int64)
+        return clips, (torch.rand(len(ks), dtype=torch.float64).numpy() * (room + 1)).astype(np.int64), versions
 
     def __getitem__(self, k: int):
         x, y = self.__getitems__([k])
@@ -218,8 +313,11 @@ class Crops(Dataset):
 
         Batched so that per-item Python overhead does not make a small model wait for data.
         """
-        clips, starts = self._where(ks)
-        x = np.stack([self.ff.crop(i, int(t), self.length) for i, t in zip(clips, starts)])
+        clips, starts, versions = self._where(ks)
+        if versions is None:
+            x = np.stack([self.ff.crop(i, int(t), self.length) for i, t in zip(clips, starts)])
+        else:
+            x = np.stack([self.ff.crop(i, int(t), self.length, int(v)) for i, t, v in zip(clips, starts, versions)])
         x -= self.mean
         x /= self.std
         return torch.from_numpy(x), torch.from_numpy(self.ff.labels[clips].astype(np.float32))
