@@ -15,7 +15,7 @@ import torch
 
 from tests import test_train
 from train import dist, run, runfolder
-from train.metric import TagTripletSampler, batch_triplet_loss, pk_sampler
+from train.metric import batch_triplet_loss, make_sampler
 
 REPO = Path(__file__).resolve().parents[1]
 feats = test_train.feats  # the tiny features file (a module-scoped fixture)
@@ -44,8 +44,7 @@ def test_rank_shares_are_disjoint_and_cover_the_epoch(kind, world):
     n_items = 83  # a short tail batch of 3
     argv = {"tagging": [], "pk": ["--task", "metric"], "triplets": ["--task", "metric", "--mining", "none"]}[kind]
     a = run.parse_args([*argv, "--batch", "8", "--seed", "5"])
-    sampler = {"tagging": None, "pk": pk_sampler(labels, 8, n_batches=n_items // 8),
-               "triplets": TagTripletSampler(labels, n_triplets=n_items)}[kind]
+    sampler = None if kind == "tagging" else make_sampler("overlap", labels, seed=5)
 
     def plan(rank=0, world=1, epoch=3):
         return run.epoch_batches(a, len(labels), 3, n_items, sampler, epoch, rank, world)

@@ -312,3 +312,31 @@ def test_training_on_float16_features(tmp_path):
     scores = np.load(out / "predictions.npy")
     assert scores.dtype == np.float32 and np.isfinite(scores).all()
     assert len(scores) == len(FeatureFile(f16).indices("test"))
+
+
+def test_sampler_names_known_without_torch():
+    from train.metric import SAMPLERS
+    assert run.SAMPLERS == SAMPLERS
+
+
+@pytest.mark.parametrize("sampler,mining", [("tag", "semihard"), ("overlap", "none"), ("instance", "semihard"),
+                                            ("instance", "none"), ("latent", "hard"), ("timbre", "semihard"),
+                                            ("beat", "semihard"), ("beat", "none")])
+def test_every_sampler_trains_a_metric_run(feats, tmp_path, sampler, mining):
+    out = tmp_path / "run"
+    assert run.main(["--features", str(feats), "--task", "metric", "--model", "linear", "--sampler", sampler,
+                     "--mining", mining, "--out", str(out), "--epochs", "1", "--batch", "8", "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(m["test_loss"]) and json.loads((out / "config.json").read_text())["sampler"] == sampler
+    hist = torch.load(out / "last.pt", weights_only=False)["history"]
+    assert hist[0]["steps"] >= 1 and np.isfinite(hist[0]["train_loss"])
+
+
+def test_timbre_sampler_needs_the_mfcc(feats, tmp_path, capsys):
+    mel_only = tmp_path / "mel.h5"
+    make_corpus(tmp_path / "c", per_folder=2)
+    assert extract.main(["--data", str(tmp_path / "c"), "--out", str(mel_only), "--workers", "0", "--quiet",
+                         "--features", "mel"]) == 0
+    assert run.main(["--features", str(mel_only), "--task", "metric", "--model", "linear", "--sampler", "timbre",
+                     "--out", str(tmp_path / "r"), "--epochs", "1", "--batch", "8", "--quiet"]) == 2
+    assert "mfcc" in capsys.readouterr().err

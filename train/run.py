@@ -20,6 +20,7 @@ BatchNorm stays per rank (statistics of the local share).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -41,6 +42,8 @@ from train.runfolder import RunError
 DEFAULT_INPUTS = {"baseline": "mel", "cnn2d": "mel", "fcn": "mel", "crnn": "mel", "musicnn": "mel",
                   "musicnn_vgg": "mel", "shortres": "mel,mfcc,chroma", "linear": "mel"}
 DEFAULT_MODEL = {"tagging": "shortres", "metric": "shortres"}
+#: ``train.metric.SAMPLERS``, known here without importing torch (a test checks).
+SAMPLERS = ("tag", "overlap", "instance", "latent", "timbre", "beat")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negatives", choices=("graded", "disjoint"), default="graded",
                    help="--task metric with mining: a negative of (anchor, positive) is any clip sharing a smaller "
                         "fraction of the anchor's tags than the positive (graded), or only clips sharing none")
-    p.add_argument("--sampler", choices=("tag", "overlap"), default="overlap",
-                   help="--task metric with --mining none: the course's tag sampling or the multi-label-aware one")
+    p.add_argument("--sampler", choices=SAMPLERS, default="overlap",
+                   help="--task metric: which clips count as positives and negatives, for mining and for sampled "
+                        "triplets alike. tag: the course's (share a drawn tag); overlap: multi-label-aware tag "
+                        "overlap; instance: other crops of the same clip (no labels); latent: nearby in a tag SVD "
+                        "space (synonyms close); timbre: nearest MFCC mean+std; beat: nearest rhythm statistics")
     p.add_argument("--init", type=Path, default=None,
                    help="--task metric: start the backbone from the best checkpoint of this tagging run folder "
                         "(same --model and --inputs), as metric learning usually starts from a classifier")
@@ -190,9 +196,9 @@ def epoch_batches(a, n_train: int, crops_per_clip: int, n_items: int, sampler, e
         plan = [order[i:i + a.batch] for i in range(0, n_items, a.batch)]
         least = 2 * world  # BatchNorm cannot train on a share of one clip
     elif a.mining != "none":
-        return [dist.shard(b, rank, world) for b in sampler.epoch(rng)]
+        return [dist.shard(b, rank, world) for b in sampler.plan(max(1, n_items // a.batch), a.batch, rng=rng)]
     else:
-        plan = list(sampler.batches(a.batch, rng=rng))  # (triplets, 3) each
+        plan = list(sampler.triplet_batches(n_items, a.batch, rng=rng))  # (triplets, 3) each
         least = world  # a triplet for every rank
     if len(plan) > 1 and len(plan[-1]) < least:  # a short tail joins the batch before it
         plan[-2:] = [np.concatenate(plan[-2:])]
@@ -246,11 +252,40 @@ def make_model(a, ff, device):
     return model, opt, sched
 
 
-def step_loss(a, net, x, y):
+def sampler_statistics(a, ff, idx):
+    """Per-clip statistics the ``timbre`` and ``beat`` samplers rank neighbours by; None for the others.
+
+    timbre: each MFCC's mean and standard deviation over the clip (read from the file's MFCC);
+    beat: the rhythm statistics extraction stores (``/rhythm``), or computed from the stored
+    log-mel when the file predates them.
+    """
+    from train.feed import FeatureFile
+    from train.metric import clip_statistics
+
+    if a.sampler == "timbre":
+        return clip_statistics(FeatureFile(a.features, ("mfcc",)), idx)
+    if a.sampler != "beat":
+        return None
+    rhythm = getattr(ff, "rhythm", None)
+    if rhythm is not None:
+        return np.asarray(rhythm)[idx]
+    from features.rhythm import rhythm_statistics
+
+    mel = FeatureFile(a.features, ("mel",))
+    return clip_statistics(mel, idx, "mel", lambda m: rhythm_statistics(m, mel.params))
+
+
+def gathered_items(batch, world: int) -> np.ndarray:
+    """A global batch's items in the order :func:`train.dist.gather_rows` returns the ranks' rows."""
+    return np.concatenate([np.asarray(dist.shard(batch, r, world), dtype=np.int64) for r in range(world)])
+
+
+def step_loss(a, net, x, y, masks=None):
     """The training loss of one batch: BCE (tagging), or mined or sampled triplets plus the tag loss.
 
     ``net`` is :func:`train_forward`'s module, wrapped in DistributedDataParallel under torchrun;
-    in-batch mining then runs over the embeddings and labels of every rank's share of the batch.
+    in-batch mining then runs over the embeddings of every rank's share of the batch, with the
+    sampler's positive and negative ``masks`` of that gathered batch.
     """
     import torch.nn.functional as F
 
@@ -260,9 +295,8 @@ def step_loss(a, net, x, y):
     if a.task == "tagging":
         return F.binary_cross_entropy_with_logits(out, y)
     if a.mining != "none":
-        emb, labels = dist.gather_rows(out, y)  # the whole batch's positives and negatives
-        loss = batch_triplet_loss(emb, labels, margin=a.margin, distance=a.distance, mining=a.mining,
-                                  graded=a.negatives == "graded")
+        (emb,) = dist.gather_rows(out)  # the whole batch's positives and negatives
+        loss = batch_triplet_loss(emb, masks=masks, margin=a.margin, distance=a.distance, mining=a.mining)
     else:  # sampled triplets are whole on every rank
         anc, pos, neg = out.chunk(3)
         loss = triplet_loss(anc, pos, neg, margin=a.margin, distance=a.distance)
@@ -302,7 +336,7 @@ def train(a) -> int:
 
     from train.evaluate import metrics, predict, split_loss
     from train.feed import Crops, FeatureFile, FeedError, standardizer
-    from train.metric import TagTripletSampler, pk_sampler
+    from train.metric import make_sampler
     from train.models import count_parameters
 
     # ---------------------------------------------------------------- set-up
@@ -354,12 +388,13 @@ def train(a) -> int:
         n_items = min(n_items, a.steps_per_epoch * a.batch)
     sampler = None
     try:
-        if a.task == "metric" and a.mining != "none":
-            sampler = pk_sampler(labels_train, a.batch, n_batches=n_items // a.batch)
-        elif a.task == "metric":
-            sampler = TagTripletSampler(labels_train, n_triplets=n_items, overlap=a.sampler == "overlap")
+        if a.task == "metric":
+            sampler = make_sampler(a.sampler, labels_train, sampler_statistics(a, ff, split["train"]),
+                                   seed=a.seed, graded=a.negatives == "graded")
+            # Tag samplers build lazily: draw once now, so a split that cannot feed them fails here.
+            sampler.plan(1, a.batch, rng=0) if a.mining != "none" else sampler.triplets(1, rng=0)
     except ValueError as exc:
-        raise FeedError(f"{a.features}: the train split cannot feed metric learning: {exc}") from exc
+        raise FeedError(f"{a.features}: the train split cannot feed the {a.sampler} sampler: {exc}") from exc
 
     # ---------------------------------------------------------------- model and optimiser
     model, opt, sched = make_model(a, ff, device)
@@ -403,6 +438,10 @@ def train(a) -> int:
         model.train()
         torch.manual_seed(a.seed * 100_003 + epoch + 1_000_003 * rank)  # this rank's random crops and dropout
         plan = epoch_batches(a, len(split["train"]), crops_per_clip, n_items, sampler, epoch, rank, world)
+        # The sampler's pairs of each global batch, in gathered order (mining only).
+        batch_masks = (sampler.masks(gathered_items(b, world)) for b in epoch_batches(
+            a, len(split["train"]), crops_per_clip, n_items, sampler, epoch)) \
+            if a.task == "metric" and a.mining != "none" else itertools.repeat(None)
         loader = DataLoader(train_set, batch_sampler=plan, collate_fn=Crops.collate, **loader_kw)
         bar = tqdm(total=len(plan), desc=f"epoch {epoch}", unit="batch", disable=a.quiet or not main,
                    dynamic_ncols=True, leave=False)
@@ -411,7 +450,7 @@ def train(a) -> int:
         for x, y in loader:
             t_wait += time.time() - t_ready
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = step_loss(a, net, x, y)
+            loss = step_loss(a, net, x, y, next(batch_masks))
             finite = bool(torch.isfinite(loss))
             if not dist.all_true(finite):  # all ranks stop together, or the others would wait for this one
                 what = f"loss is {loss.item()}" if not finite else "the loss of another rank is not finite"
