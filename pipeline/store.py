@@ -39,24 +39,28 @@ so the feed maps a version exactly as it maps an original. A version is a pure f
 clip's audio and its chain, so it is the same whatever the batching, workers or shards.
 
 Root attributes: ``format``, ``version``, ``features``, ``dtype``, every ``FeatureParams`` field,
-``split_scheme``, ``source``, ``audio_kind``, ``augment`` (V, 0 for none), ``augment_seed`` and ``shard`` (``'I/N'`` for the I-th of N parts, counted
-from 0; empty for a whole clip list); files made since sharding also record where their clips come
+``split_scheme``, ``source``, ``audio_kind``, ``augment`` (V; 0, or absent in older files: none),
+``augment_seed`` and ``shard`` (``'I/N'`` for the I-th of N parts, counted from 0; empty for a
+whole clip list); files made since sharding also record where their clips come
 from (:class:`Part`): ``annotations`` (the annotation file, absolute), ``annotations_sha256``,
 ``clips_total`` (clips in the split's whole list) and ``clips_start``, ``clips_stop`` (the block of that
 list this file holds).
 
 Sharded extraction gives each shard a complete file of this layout for its contiguous block of the
-clip list. ``pipeline/merge.py`` joins them into a file of the same layout whose small tables are
-copied and whose feature datasets (the augmented ones too) are HDF5 virtual datasets over the shards' (``shards`` attribute: the
-shard files, relative to the merged file's folder where possible); readers see one file, the feed
+clip list. ``pipeline/merge.py`` joins them into a file of the same layout whose small tables
+(``/rhythm`` and the ``/augmented`` ones included) are copied and whose feature datasets (the
+augmented ones too) are HDF5 virtual datasets over the shards' (``shards`` attribute: the shard
+files, relative to the merged file's folder where possible); readers see one file, the feed
 memory-maps each shard (:func:`sources`).
 
 Each clip gets the room its own length needs, so a collection of 30-s and 10-min songs stores no
 padding up to the longest one. All chunks are allocated when the file is created, uncompressed, and
 nothing but raw data is written after that, so a run killed at any moment leaves the HDF5 structure
-intact: resuming only needs ``status``. Time-major storage makes a crop of consecutive frames one
-contiguous byte range within a chunk (two where it crosses a chunk boundary), which the trainer reads
-through ``numpy.memmap`` at the offsets given by :func:`chunk_offsets`.
+intact: resuming only needs ``status`` (and ``/augmented/status``: a batch of clips is done again
+until its clips and their versions are all recorded). Time-major storage makes a crop of
+consecutive frames one contiguous byte range within a chunk (two where it crosses a chunk
+boundary), which the trainer reads through ``numpy.memmap`` at the offsets given by
+:func:`chunk_offsets`.
 """
 from __future__ import annotations
 
@@ -215,8 +219,6 @@ def check_space(path, need: int) -> None:
 #: The group holding the augmented versions, and its per-version tables.
 AUGMENTED = "augmented"
 VERSION_TABLES = ("row", "version", "chain", "frame_start", "room", "n_frames", "status")
-#: Columns of ``/rhythm`` (``features.rhythm.RHYTHM_FIELDS``; kept here so the store needs no librosa).
-RHYTHM_COLUMNS = 14
 
 
 @dataclass(frozen=True)

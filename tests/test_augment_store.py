@@ -229,6 +229,20 @@ def test_rhythm_is_stored_for_every_clip_and_equals_the_statistics(made, tmp_pat
     assert store.read_rhythm(copy) is None
 
 
+def test_a_skipped_clip_has_nan_rhythm_and_skipped_versions(made, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(made / "corpus", corpus)
+    table = store.read_table(made / "a.h5")
+    row = int(np.flatnonzero(table["split"] == "train")[1])
+    find_audio(corpus).path(table["mp3_path"][row]).write_bytes(b"not audio")
+    assert run(corpus, tmp_path / "f.h5", "--augment", "2", "--augment-seed", "5") == 0
+    got, versions = store.read_rhythm(tmp_path / "f.h5")[0], store.read_versions(tmp_path / "f.h5")
+    assert np.isnan(got[row]).all() and np.isfinite(np.delete(got, row, axis=0)).all()
+    assert (versions["status"][versions["row"] == row] == -1).all() and (versions["status"] == 1).sum() == 8
+    ff = FeatureFile(tmp_path / "f.h5", FEATURES)
+    assert len(ff) == 6 and ff.version_frames.shape == (6, 3) and np.isfinite(ff.rhythm).all()
+
+
 def test_disk_check_counts_the_versions():
     head = store.Header(features=FEATURES, augment=2)
     rooms = np.full(10, 400)
