@@ -340,3 +340,25 @@ def test_timbre_sampler_needs_the_mfcc(feats, tmp_path, capsys):
     assert run.main(["--features", str(mel_only), "--task", "metric", "--model", "linear", "--sampler", "timbre",
                      "--out", str(tmp_path / "r"), "--epochs", "1", "--batch", "8", "--quiet"]) == 2
     assert "mfcc" in capsys.readouterr().err
+
+
+def test_augmented_versions_drawn_per_epoch(tmp_path, monkeypatch, capsys, feats):
+    make_corpus(tmp_path / "c", per_folder=2)
+    aug = tmp_path / "aug.h5"
+    assert extract.main(["--data", str(tmp_path / "c"), "--out", str(aug), "--workers", "0", "--quiet",
+                         "--features", "mel", "--augment", "2"]) == 0
+    drawn = []
+    real = Crops.set_versions
+    monkeypatch.setattr(Crops, "set_versions", lambda self, v: drawn.append(np.asarray(v)) or real(self, v))
+    assert run.main(["--features", str(aug), "--model", "baseline", "--out", str(tmp_path / "on"), *FAST]) == 0
+    assert len(drawn) == 2 and all(((d >= 0) & (d <= 2)).all() for d in drawn)
+    assert any((d > 0).any() for d in drawn) and not np.array_equal(drawn[0], drawn[1])
+    assert "augmented versions per clip" in (tmp_path / "on" / "train.log").read_text()
+    drawn.clear()
+    assert run.main(["--features", str(aug), "--model", "baseline", "--out", str(tmp_path / "off"), *FAST,
+                     "--no-augmented"]) == 0
+    assert drawn == []
+    capsys.readouterr()
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(tmp_path / "x"), *FAST,
+                     "--augmented"]) == 2
+    assert "holds no augmented versions" in capsys.readouterr().err

@@ -745,6 +745,7 @@ class EmbeddingNet(nn.Module):
         self.embed_dim = dim
         self.n_bins = getattr(backbone, "n_bins", None)
         self.min_frames = getattr(backbone, "min_frames", 1)
+        self.channels_last = getattr(backbone, "channels_last", True)  # the memory format the backbone runs best in
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Embedding, ``(B, dim)``."""

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "triplets alike. tag: the course's (share a drawn tag); overlap: multi-label-aware tag "
                         "overlap; instance: other crops of the same clip (no labels); latent: nearby in a tag SVD "
                         "space (synonyms close); timbre: nearest MFCC mean+std; beat: nearest rhythm statistics")
+    p.add_argument("--augmented", action=argparse.BooleanOptionalAction, default=None,
+                   help="train on the augmented versions extraction stored (pipeline/extract.py --augment N): each "
+                        "epoch reads, per training clip, the original or one of its N versions, drawn from the seed; "
+                        "default: on when the file has them")
     p.add_argument("--init", type=Path, default=None,
                    help="--task metric: start the backbone from the best checkpoint of this tagging run folder "
                         "(same --model and --inputs), as metric learning usually starts from a classifier")
@@ -144,7 +148,8 @@ def parse_args(argv=None):
 def config_of(a) -> dict:
     """What defines a run: a resumed run or a loaded checkpoint must agree on these."""
     keys = ("task", "model", "inputs", "precision", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay", "seed",
-            "distance", "margin", "mining", "negatives", "sampler", "crops_per_clip", "tag_weight", "steps_per_epoch")
+            "distance", "margin", "mining", "negatives", "sampler", "crops_per_clip", "tag_weight", "steps_per_epoch",
+            "augmented")
     c = {k: getattr(a, k) for k in keys}
     c["init"] = str(a.init) if a.init else None
     c["inputs"] = list(a.inputs)
@@ -242,8 +247,10 @@ def make_model(a, ff, device):
     else:
         model = build_embedding_model(a.model, ff.bins, dim=a.dim, n_mels=n_mels,
                                       n_tags=len(ff.tags) if a.tag_weight > 0 else 0)
-    # channels-last convolutions and bf16 autocast: about 2-3x faster CPU steps where oneDNN has bf16.
-    model.to(device, memory_format=torch.channels_last)
+    # channels-last convolutions and bf16 autocast: about 2-3x faster CPU steps where oneDNN has bf16;
+    # musicnn's tall and wide single-channel filters run 1.5-2.5x slower channels-last, so it opts out.
+    fmt = torch.channels_last if getattr(model, "channels_last", True) else torch.contiguous_format
+    model.to(device, memory_format=fmt)
     if a.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, nesterov=True, weight_decay=a.weight_decay)
     else:
@@ -375,6 +382,10 @@ def train(a) -> int:
     else:
         mean, std = dist.from_main(standardizer, ff, split["train"], seed=a.seed)
     train_set = Crops(ff, split["train"], length, mean, std, "random")
+    if a.augmented and not ff.n_versions:
+        raise FeedError(f"--augmented: {a.features} holds no augmented versions; extract with "
+                        "`python pipeline/extract.py --augment N`")
+    augmented = ff.n_versions if a.augmented is not False else 0  # versions per clip drawn from
     val_set = Crops(ff, split["valid"], length, mean, std, "fixed")
     test_set = Crops(ff, split["test"], length, mean, std, "chunks")
     labels_train = ff.labels[split["train"]]
@@ -422,7 +433,8 @@ def train(a) -> int:
     log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
         f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
         f"train/valid/test clips, {crops_per_clip} crop(s) per clip per epoch, {device}{' bf16' if bf16 else ''}"
-        + (f", {world} ranks sharing each batch of {a.batch}" if dist.launched() else ""))
+        + (f", {world} ranks sharing each batch of {a.batch}" if dist.launched() else "")
+        + (f", the original or one of {augmented} augmented versions per clip per epoch" if augmented else ""))
 
     def evaluate(dataset):
         """Clip scores, embeddings, labels, the split's loss and its metrics."""
@@ -438,6 +450,9 @@ def train(a) -> int:
         model.train()
         torch.manual_seed(a.seed * 100_003 + epoch + 1_000_003 * rank)  # this rank's random crops and dropout
         plan = epoch_batches(a, len(split["train"]), crops_per_clip, n_items, sampler, epoch, rank, world)
+        if augmented:  # this epoch's version of each clip (0: the original), the same on every rank
+            train_set.set_versions(np.random.default_rng([a.seed, epoch, 1]).integers(0, augmented + 1,
+                                                                                      len(split["train"])))
         # The sampler's pairs of each global batch, in gathered order (mining only).
         batch_masks = (sampler.masks(gathered_items(b, world)) for b in epoch_batches(
             a, len(split["train"]), crops_per_clip, n_items, sampler, epoch)) \
