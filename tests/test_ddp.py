@@ -191,5 +191,5 @@ def test_a_failing_rank_ends_the_job_with_its_message(feats, tmp_path, where, me
                    script=script, timeout=120)  # a hang would raise TimeoutExpired
     assert res.returncode != 0
     assert message in res.stderr
-    root = res.stderr.split("Root Cause")[1]  # torchrun's report names the rank that failed first
-    assert "rank      : 1" in root and message.split(": ", 1)[1] in root
+    # Which rank torchrun's report calls the root cause depends on which exit it observes first (rank 0
+    # can lose its connection to rank 1 before rank 1 has reported), so it is not asserted.
