@@ -9,8 +9,8 @@ the feature extraction already has for every clip (the front-end's ``'mel'``, th
 so the onset envelope here is librosa's default one without a second STFT, and extraction can add
 it to each batch for a few milliseconds per clip (3 ms for 10 s, 9 ms for 29 s on one core).
 Everything after the envelope is librosa on it, at the sample rate and hop of ``FeatureParams``:
-``librosa.feature.tempo`` (given the tempogram), ``librosa.onset.onset_detect`` and
-``librosa.beat.beat_track`` (``onset_envelope=``); the autocorrelation tempogram is librosa's,
+``librosa.feature.tempo`` (given the tempogram) and ``librosa.onset.onset_detect``
+(``onset_envelope=``); the autocorrelation tempogram is librosa's,
 taken every half second instead of every frame (:func:`tempogram`), a twentieth of the cost.
 
 ==================  ========================================================================
@@ -20,7 +20,9 @@ taken every half second instead of every frame (:func:`tempogram`), a twentieth 
 ``onset_mean``      mean onset strength (mean positive dB change per frame over the mel bands)
 ``onset_std``       its standard deviation
 ``onset_rate``      detected onsets per second
-``beat_cv``         coefficient of variation of the beat intervals (0: metronomic)
+``ioi_cv``          coefficient of variation of the inter-onset intervals (0: metronomic); not
+                    librosa.beat's beat intervals, whose numba kernels take 5-6 s to compile at
+                    import, in every extraction process
 ``tempogram_*``     mean tempogram over 8 log-spaced tempo bands, half an octave each,
                     30 to 480 BPM (``tempogram_30`` covers 30-42 BPM, and so on)
 ==================  ========================================================================
@@ -39,7 +41,7 @@ from features.params import FeatureParams
 TEMPO_BANDS = tuple(30.0 * 2.0 ** (k / 2) for k in range(9))
 
 #: Names of the entries of a rhythm-statistics vector, in order.
-RHYTHM_FIELDS = ("tempo", "pulse_clarity", "onset_mean", "onset_std", "onset_rate", "beat_cv",
+RHYTHM_FIELDS = ("tempo", "pulse_clarity", "onset_mean", "onset_std", "onset_rate", "ioi_cv",
                  *(f"tempogram_{round(lo)}" for lo in TEMPO_BANDS[:-1]))
 
 
@@ -101,8 +103,7 @@ def rhythm_statistics(mel_db: np.ndarray, params: FeatureParams = FeatureParams(
     lag = int(np.argmin(np.abs(bpms[1:] - tempo))) + 1
     bands = [gram[(bpms >= lo) & (bpms < hi)] for lo, hi in zip(TEMPO_BANDS[:-1], TEMPO_BANDS[1:])]
     onsets = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop)
-    beats = librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=hop, bpm=tempo)[1]
-    intervals = np.diff(beats)
+    intervals = np.diff(onsets)
     seconds = len(env) * hop / sr
     out[:] = [tempo, gram[lag], env.mean(), env.std(), len(onsets) / seconds,
               intervals.std() / intervals.mean() if len(intervals) >= 2 else 0.0,

@@ -378,7 +378,7 @@ def test_rhythm_tempo_of_click_tracks():
     for bpm, st in got.items():
         assert _octave_error(st["tempo"], bpm) < 0.03, (bpm, st["tempo"])
         assert st["onset_rate"] == pytest.approx(bpm / 60, rel=0.1)  # one onset per click
-        assert st["beat_cv"] < 0.05 and st["pulse_clarity"] > 0.5  # a metronome
+        assert st["ioi_cv"] < 0.05 and st["pulse_clarity"] > 0.5  # a metronome
     # librosa's prior (120 BPM, one octave) takes both at their own octave.
     assert got[120]["tempo"] == pytest.approx(120, rel=0.03) and got[90]["tempo"] == pytest.approx(90, rel=0.03)
     assert got[120]["tempogram_120"] > got[120]["tempogram_85"] and got[90]["tempogram_85"] > got[90]["tempogram_120"]
