@@ -81,7 +81,6 @@ def embed(run: Path, features: Path, split: str = "test", out: Path | None = Non
 
     from train.evaluate import predict
     from train.feed import Crops, FeatureFile, FeedError
-    from train.models import build_embedding_model, build_model
 
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
@@ -94,19 +93,8 @@ def embed(run: Path, features: Path, split: str = "test", out: Path | None = Non
     idx = np.arange(len(ff.labels)) if split == "all" else ff.indices(split)
     if len(idx) == 0:
         raise FeedError(f"{features}: the {split} split is empty")
-    n_mels = ff.params.n_mels if "mel" in cfg["inputs"] else 0
-    if task == "tagging":
-        model = build_model(cfg["model"], ff.bins, n_mels=n_mels, n_out=len(cfg["tags"]))
-    else:
-        has_head = any(k.startswith("tag_head.") for k in ckpt["model"])
-        model = build_embedding_model(cfg["model"], ff.bins, dim=cfg["dim"], n_mels=n_mels,
-                                      n_tags=len(cfg["tags"]) if has_head else 0)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise RunError(f"{run / 'best.pt'} does not fit a {cfg['model']!r} model on {features} "
-                       f"({str(exc).splitlines()[0]})") from exc
-    model.to(device)
+    model = runfolder.best_model(run, cfg, ckpt, ff.bins, ff.params.n_mels if "mel" in cfg["inputs"] else 0,
+                                 device, on=f" on {features}")
     crops = Crops(ff, idx, int(cfg["frames"]), ckpt["mean"], ckpt["std"], "chunks")
     with torch.inference_mode():
         scores, emb, labels = predict(model, crops, task, batch, torch.device(device))

@@ -115,6 +115,42 @@ def load_best(run: Path, device="cpu", task: str = "tagging", model: str | None 
     return cfg, ckpt
 
 
+def best_model(run: Path, cfg: dict, ckpt: dict, n_bins: int, n_mels: int, device="cpu", on: str = ""):
+    """The network of a run (tagging or metric), built from its config and filled with its best weights.
+
+    Parameters
+    ----------
+    run : path
+        The run folder (for messages).
+    cfg, ckpt : dict
+        From :func:`load_best`.
+    n_bins, n_mels : int
+        Feature rows of the input and mel rows among them (0 without mel).
+    device : str or torch.device
+    on : str
+        What the network is used on, for messages (e.g. ``" on FILE"``).
+
+    Raises
+    ------
+    RunError
+        When the checkpoint does not fit the network its config describes.
+    """
+    from train.models import build_embedding_model, build_model
+
+    if cfg.get("task", "tagging") == "tagging":
+        model = build_model(cfg["model"], n_bins, n_mels=n_mels, n_out=len(cfg["tags"]))
+    else:
+        has_head = any(k.startswith("tag_head.") for k in ckpt["model"])
+        model = build_embedding_model(cfg["model"], n_bins, dim=cfg["dim"], n_mels=n_mels,
+                                      n_tags=len(cfg["tags"]) if has_head else 0)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{Path(run) / 'best.pt'} does not fit a {cfg['model']!r} model{on} "
+                       f"({str(exc).splitlines()[0]})") from exc
+    return model.to(device).eval()
+
+
 def save_outputs(out: Path, scores, emb, labels, clip_ids, tags) -> None:
     """The test split's per-clip outputs: predictions (tagging), embeddings, labels, clip ids, tags."""
     for name, arr in (("predictions", None if scores is None else scores.astype(np.float32)),

@@ -20,7 +20,7 @@ import numpy as np
 
 from data.audio import AudioError, load_audio
 from features.params import FeatureParams
-from train.runfolder import RunError, load_best
+from train.runfolder import RunError, best_model, load_best
 
 # torch, the front-end and the models load in the functions that use them: --help answers at once.
 
@@ -28,18 +28,11 @@ from train.runfolder import RunError, load_best
 def load_run(run: Path, device="cpu"):
     """The model of a tagging run, its front-end, standardisation and crop length."""
     from features.frontend import FrontEnd
-    from train.models import build_model
 
     cfg, ckpt = load_best(run, device, "tagging")
     params = FeatureParams.from_dict(cfg["feature_params"])
     frontend = FrontEnd(cfg["inputs"], params).to(device)
-    model = build_model(cfg["model"], frontend.n_bins(), n_mels=params.n_mels if "mel" in cfg["inputs"] else 0,
-                        n_out=len(cfg["tags"]))
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise RunError(f"{run / 'best.pt'} does not fit a {cfg['model']!r} model ({str(exc).splitlines()[0]})") from exc
-    model.to(device).eval()
+    model = best_model(run, cfg, ckpt, frontend.n_bins(), params.n_mels if "mel" in cfg["inputs"] else 0, device)
     return model, frontend, ckpt["mean"], ckpt["std"], int(cfg["frames"]), cfg["tags"]
 
 
