@@ -65,3 +65,18 @@ def corpus(tmp_path):
     root = tmp_path / "corpus"
     make_corpus(root)
     return root
+
+
+def die_after_writes(monkeypatch, n: int) -> None:
+    """Make extraction's writer raise KeyboardInterrupt after ``n`` batches, as if killed between two."""
+    from pipeline import store
+
+    real_write, calls = store.Writer.write, {"n": 0}
+
+    def write_then_die(self, *a, **k):
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real_write(self, *a, **k)
+
+    monkeypatch.setattr(store.Writer, "write", write_then_die)

@@ -14,7 +14,7 @@ from data.audio import load_audio
 from data.mtat import TAGS, find_audio, read_annotations
 from features.frontend import FeatureParams, FrontEnd
 from pipeline import extract, store
-from tests.conftest import make_corpus, write_csv
+from tests.conftest import die_after_writes, make_corpus, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--features", "mel,mfcc,chroma", "--workers", "0", "--batch", "4", "--quiet"]
@@ -162,16 +162,7 @@ def test_resume_after_interruption_equals_uninterrupted(corpus, tmp_path, monkey
     full = tmp_path / "full.h5"
     assert run(corpus, full) == 0
     out = tmp_path / "f.h5"
-    calls = {"n": 0}
-    real_write = store.Writer.write
-
-    def write_then_die(self, *a, **k):
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # as if killed between two batches
-        calls["n"] += 1
-        return real_write(self, *a, **k)
-
-    monkeypatch.setattr(store.Writer, "write", write_then_die)
+    die_after_writes(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run(corpus, out)
     monkeypatch.undo()

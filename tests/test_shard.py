@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline import extract, merge, store
-from tests.conftest import make_corpus
+from tests.conftest import die_after_writes, make_corpus
 from train.feed import FeatureFile, FeedError
 
 FEATURES = ("mel", "mfcc", "chroma")
@@ -127,15 +127,7 @@ def test_rank_and_world_size_pick_the_shard(made, tmp_path, monkeypatch, capsys)
 
 def test_killed_shard_resumes_and_is_never_another_shard(made, tmp_path, monkeypatch, capsys):
     out = tmp_path / "s1.h5"
-    real_write, calls = store.Writer.write, {"n": 0}
-
-    def write_then_die(self, *a, **k):
-        if calls["n"] == 1:
-            raise KeyboardInterrupt  # as if killed between two batches
-        calls["n"] += 1
-        return real_write(self, *a, **k)
-
-    monkeypatch.setattr(store.Writer, "write", write_then_die)
+    die_after_writes(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         run(made / "corpus", out, "--shard", "1/2")
     monkeypatch.undo()
