@@ -22,10 +22,12 @@ feats = test_train.feats  # the tiny features file (a module-scoped fixture)
 FAST = ["--epochs", "2", "--crops-per-clip", "1", "--batch", "8", "--quiet"]
 
 
-def torchrun(n: int, args, script=REPO / "train/run.py", timeout: float = 240) -> subprocess.CompletedProcess:
-    """``torchrun --nproc-per-node n --standalone script args``; a hang raises TimeoutExpired."""
+def torchrun(n: int, args, script=REPO / "train/run.py", timeout: float = 240, module: str | None = None
+             ) -> subprocess.CompletedProcess:
+    """``torchrun --nproc-per-node n --standalone script args`` (or ``-m module args``); a hang raises TimeoutExpired."""
+    target = ["-m", module] if module else [str(script)]
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(n), "--standalone",
-                           str(script), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+                           *target, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 # ---------------------------------------------------------------- the shares of an epoch
@@ -68,31 +70,41 @@ def test_rank_shares_are_disjoint_and_cover_the_epoch(kind, world):
 
 # ---------------------------------------------------------------- gathered mining
 
-def _gathered_gradient(rank: int, world: int, init_file: str, x, y, out: str) -> None:
-    """One rank of the gradient check: a DDP linear embedding, mining over the gathered batch."""
+def _gathered_gradient(out: str) -> None:
+    """One rank of the gradient check (run by torchrun): a DDP linear embedding, mining over the gathered batch.
+
+    It joins the job through ``dist.init`` as ``train/run.py`` does, so that the check runs the
+    code path of a real job (env:// rendezvous, the TCP store torchrun starts).
+    """
     import torch.distributed as td
     from torch.nn.parallel import DistributedDataParallel
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    td.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init("cpu")
+    x, y = _gradient_batch()
     torch.manual_seed(0)
     net = DistributedDataParallel(torch.nn.Linear(x.shape[1], 4))
-    mine = dist.shard(torch.arange(len(x)), rank, world)
+    mine = dist.shard(torch.arange(len(x)), dist.rank(), dist.world())
     emb, labels = dist.gather_rows(net(x[mine]), y[mine])
     loss = batch_triplet_loss(emb, labels, mining="semihard", graded=True)
     loss.backward()
     torch.save({"loss": loss.detach(), "rows": len(emb), "grads": [p.grad for p in net.parameters()]},
-               f"{out}.{rank}")
-    td.destroy_process_group()
+               f"{out}.{dist.rank()}")
+    td.barrier()  # both ranks done before either tears its connections down
+    dist.close()
 
 
-def test_gathered_mining_gives_the_single_process_gradient(tmp_path):
+def _gradient_batch():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(9, 6, generator=g)  # 9 rows: shares of 5 and 4
     y = (torch.rand(9, 5, generator=g) < 0.4).float()
     y[:, 0] = 1  # every clip has a positive
-    torch.multiprocessing.spawn(_gathered_gradient, args=(2, str(tmp_path / "init"), x, y, str(tmp_path / "out")),
-                                nprocs=2, join=True)
+    return x, y
+
+
+def test_gathered_mining_gives_the_single_process_gradient(tmp_path):
+    res = torchrun(2, [tmp_path / "out"], module="tests.test_ddp", timeout=120)
+    assert res.returncode == 0, res.stderr
+    x, y = _gradient_batch()
     torch.manual_seed(0)
     ref = torch.nn.Linear(6, 4)
     loss = batch_triplet_loss(ref(x), y, mining="semihard", graded=True)
@@ -193,3 +205,7 @@ def test_a_failing_rank_ends_the_job_with_its_message(feats, tmp_path, where, me
     assert message in res.stderr
     # Which rank torchrun's report calls the root cause depends on which exit it observes first (rank 0
     # can lose its connection to rank 1 before rank 1 has reported), so it is not asserted.
+
+
+if __name__ == "__main__":  # a rank of test_gathered_mining_gives_the_single_process_gradient
+    _gathered_gradient(sys.argv[1])
