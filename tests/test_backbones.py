@@ -76,7 +76,7 @@ def test_crnn_maps_and_sequence_length():
     assert isinstance(model.blocks[0][2], torch.nn.ELU) and isinstance(model.blocks[0][4], torch.nn.Dropout)
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", BACKBONES)
 def test_min_frames_enforced(name):
     model = _model(name).eval()
     n = model.min_frames

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from train.musicnn_arch import Musicnn, MusicnnVGG
+from train.shapes import check_bins, check_input
 
 __all__ = [
     "Baseline1D",
@@ -42,24 +43,6 @@ __all__ = [
     "build_embedding_model",
     "count_parameters",
 ]
-
-
-def _check_bins(n_bins: int, n_mels: int) -> None:
-    if n_mels < 1 or n_bins < n_mels:
-        raise ValueError(f"need 1 <= n_mels <= n_bins, got n_mels={n_mels}, n_bins={n_bins}")
-
-
-def _check_input(model: nn.Module, x: torch.Tensor) -> None:
-    # A wrong feature set (e.g. mel only while the model was built for mel+mfcc+chroma) would
-    # otherwise fail deep inside a conv with a message that names no feature.
-    if x.dim() != 3 or x.shape[1] != model.n_bins:
-        raise ValueError(
-            f"{type(model).__name__} expects x of shape (B, {model.n_bins}, T), got {tuple(x.shape)}"
-        )
-    if x.shape[2] < model.min_frames:
-        raise ValueError(
-            f"{type(model).__name__} needs at least {model.min_frames} frames, got T={x.shape[2]}"
-        )
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -113,7 +96,7 @@ class Baseline1D(nn.Module):
 
     def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50, channels: int = 32):
         super().__init__()
-        _check_bins(n_bins, n_mels)
+        check_bins(n_bins, n_mels)
         self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
         layers = []
         c_in = n_mels
@@ -134,7 +117,7 @@ class Baseline1D(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Time-averaged output of the last block, ``(B, channels)``."""
-        _check_input(self, x)
+        check_input(self, x)
         return self.blocks(x[:, : self.n_mels]).mean(dim=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +208,7 @@ class CNN2D(nn.Module):
 
     def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50):
         super().__init__()
-        _check_bins(n_bins, n_mels)
+        check_bins(n_bins, n_mels)
         _check_stack("CNN2D", self.pools, self.channels, n_mels)
         self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
         self.blocks = conv_stack(self.channels, self.pools)
@@ -235,7 +218,7 @@ class CNN2D(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Global max of the last block's map, ``(B, 64)``."""
-        _check_input(self, x)
+        check_input(self, x)
         h = self.blocks(x[:, None, : self.n_mels])
         return h.amax(dim=(2, 3))
 
@@ -312,7 +295,7 @@ class FCN(nn.Module):
     def __init__(self, n_bins: int, n_mels: int = 96, n_out: int = 50,
                  widths: tuple[int, ...] = (64, 128, 128, 128, 64), dropout: float = 0.5):
         super().__init__()
-        _check_bins(n_bins, n_mels)
+        check_bins(n_bins, n_mels)
         _check_stack("FCN", self.pools, widths, n_mels)
         self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
         self.blocks = conv_stack(widths, self.pools)
@@ -323,7 +306,7 @@ class FCN(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Global max of the last block's map (after dropout in training mode), ``(B, widths[-1])``."""
-        _check_input(self, x)
+        check_input(self, x)
         return self.dropout(self.blocks(x[:, None, : self.n_mels]).amax(dim=(2, 3)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -404,7 +387,7 @@ class CRNN(nn.Module):
                  channels: tuple[int, ...] = (64, 128, 128, 128), hidden: int = 32, n_layers: int = 2,
                  conv_dropout: float = 0.1, dropout: float = 0.3):
         super().__init__()
-        _check_bins(n_bins, n_mels)
+        check_bins(n_bins, n_mels)
         _check_stack("CRNN", self.pools, channels, n_mels)
         self.n_bins, self.n_mels, self.n_out = n_bins, n_mels, n_out
         self.blocks = conv_stack(channels, self.pools, act=nn.ELU, dropout=conv_dropout)
@@ -416,7 +399,7 @@ class CRNN(nn.Module):
 
     def sequence(self, x: torch.Tensor) -> torch.Tensor:
         """The conv blocks' output as the GRU's input sequence, ``(B, steps, channels[-1])``."""
-        _check_input(self, x)
+        check_input(self, x)
         return self.blocks(x[:, None, : self.n_mels]).amax(dim=2).transpose(1, 2)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -608,7 +591,7 @@ class ShortChunkResNet(nn.Module):
         **augment,
     ):
         super().__init__()
-        _check_bins(n_bins, n_mels)
+        check_bins(n_bins, n_mels)
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
         if n_mels < 2**n_layers:
@@ -655,7 +638,7 @@ class ShortChunkResNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Output of the dense layer (after dropout in training mode), ``(B, embed_dim)``."""
-        _check_input(self, x)
+        check_input(self, x)
         if self.augment is not None:
             x = self.augment(x)
         h = self.blocks(x[:, None, : self.n_mels]).amax(dim=(2, 3))
@@ -708,7 +691,7 @@ class LinearProjection(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Projected time average, ``(B, dim)``."""
-        _check_input(self, x)
+        check_input(self, x)
         return self.proj(x.mean(dim=2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.shapes import check_bins, check_input
+
 __all__ = ["Musicnn", "MusicnnVGG", "db_to_logc", "load_musicnn_weights", "VARIANTS"]
 
 #: The networks of the ``musicnn`` package: architecture and sizes of each checkpoint folder.
@@ -87,17 +89,14 @@ class _MusicnnBase(nn.Module):
 
     def __init__(self, n_bins: int, n_mels: int, n_out: int, min_frames: int):
         super().__init__()
-        if n_mels < 1 or n_bins < n_mels:
-            raise ValueError(f"need 1 <= n_mels <= n_bins, got n_mels={n_mels}, n_bins={n_bins}")
+        check_bins(n_bins, n_mels)
         self.n_bins, self.n_mels, self.n_out, self.min_frames = n_bins, n_mels, n_out, min_frames
         self.register_buffer("logc_input", torch.tensor(False))
         self.input_bn = nn.BatchNorm2d(1, eps=_EPS)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, F, T)`` -> the normalised ``(B, 1, T, n_mels)`` image of the mel rows."""
-        if x.dim() != 3 or x.shape[1] != self.n_bins or x.shape[2] < self.min_frames:
-            raise ValueError(f"{type(self).__name__} expects x of shape (B, {self.n_bins}, T >= {self.min_frames}), "
-                             f"got {tuple(x.shape)}")
+        check_input(self, x)
         x = x[:, : self.n_mels].transpose(1, 2)[:, None]
         if self.logc_input:
             x = db_to_logc(x)
