@@ -1,4 +1,5 @@
 """Shapes, sizes, gradients and basic trainability of the networks in train.models."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -278,3 +279,32 @@ def test_input_checks():
         CNN2D(64, n_mels=64)
     with pytest.raises(ValueError, match="n_mels"):
         ShortChunkResNet(80, n_mels=96)
+
+
+@pytest.mark.parametrize("name", ["crnn", "musicnn", "shortres"])  # a Linear head, a Sequential one, a wide one
+def test_tag_prior_init_starts_every_tag_at_its_base_rate(name):
+    from train.models import init_tag_prior
+
+    labels = np.zeros((9, 50), dtype=np.uint8)
+    labels[:3, 0] = 1  # 3 of 9 clips
+    labels[:, 1] = 1  # every clip: a finite bias all the same
+    model = build_model(name, N_MELS)
+    assert init_tag_prior(model, labels)
+    layer = model.head if isinstance(model.head, torch.nn.Linear) else model.head[-1]
+    rate = torch.sigmoid(layer.bias.double())
+    torch.testing.assert_close(rate[:3], torch.tensor([3.5 / 10, 9.5 / 10, 0.5 / 10], dtype=torch.float64))
+    assert torch.isfinite(layer.bias).all()
+    # With its features at zero, the network predicts the base rates.
+    torch.testing.assert_close(torch.sigmoid(layer(torch.zeros(1, layer.in_features)))[0].double(), rate)
+
+
+def test_tag_prior_init_of_embedding_networks():
+    from train.models import init_tag_prior
+
+    labels = np.eye(50, dtype=np.uint8)[np.arange(20) % 50]
+    net = build_embedding_model("cnn2d", N_MELS, dim=8, n_tags=50)
+    assert init_tag_prior(net, labels)
+    torch.testing.assert_close(torch.sigmoid(net.tag_head.bias[0].double()), torch.tensor(1.5 / 21, dtype=torch.float64))
+    assert not init_tag_prior(build_embedding_model("cnn2d", N_MELS, dim=8), labels)  # no tag layer
+    with pytest.raises(ValueError, match="labels have 49 tags, the tag layer 50"):
+        init_tag_prior(net, labels[:, :49])

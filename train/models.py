@@ -42,6 +42,7 @@ __all__ = [
     "build_model",
     "build_embedding_model",
     "count_parameters",
+    "init_tag_prior",
 ]
 
 
@@ -59,6 +60,45 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     int
     """
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def init_tag_prior(model: nn.Module, labels) -> bool:
+    """Set the biases of a network's tag layer to the log-odds of each tag in ``labels``.
+
+    A freshly initialised tag layer predicts 0.5 for every tag, while most tags are rare (a few
+    per cent of MTAT's clips); the first steps then spend themselves on learning the base rates.
+    A network can learn them by saturating its features instead of through the biases: the CRNN
+    did, its GRU states pinned at +-1 and the same for every clip, and never recovered (validation
+    ROC-AUC 0.60 -> 0.49 over 6 epochs on the demo corpus; 0.74 after 3 with this init). Starting
+    from the base rates ("init well", Karpathy's recipe; the prior init of Lin et al.'s focal loss)
+    removes that first phase for every network.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A tagging network (its ``head``, a ``Linear`` or a ``Sequential`` ending in one) or an
+        embedding network with a ``tag_head``.
+    labels : np.ndarray, shape (n_clips, n_tags)
+        The training clips' 0/1 labels. A tag's rate is smoothed to ``(positives + 0.5) /
+        (n_clips + 1)``, so that a tag absent from the split gets a finite bias.
+
+    Returns
+    -------
+    bool
+        Whether the network had a tag layer (an embedding network without ``tag_head`` has none).
+    """
+    layer = getattr(model, "tag_head", None) or getattr(model, "head", None)
+    if isinstance(layer, nn.Sequential):
+        layer = layer[-1]
+    if not isinstance(layer, nn.Linear):
+        return False
+    labels = torch.as_tensor(labels, dtype=torch.float64)
+    if labels.shape[1] != layer.out_features:
+        raise ValueError(f"labels have {labels.shape[1]} tags, the tag layer {layer.out_features}")
+    rate = (labels.sum(0) + 0.5) / (len(labels) + 1)
+    with torch.no_grad():
+        layer.bias.copy_(torch.log(rate / (1 - rate)))
+    return True
 
 
 class Baseline1D(nn.Module):

@@ -235,11 +235,14 @@ def train_forward(model, bf16: bool):
     return TrainForward()
 
 
-def make_model(a, ff, device):
-    """The network for ``a.task`` on the file's inputs, on ``device``, with its optimiser and lr rule."""
+def make_model(a, ff, device, labels_train):
+    """The network for ``a.task`` on the file's inputs, on ``device``, with its optimiser and lr rule.
+
+    Its tag layer starts from the tags' base rates in ``labels_train`` (:func:`train.models.init_tag_prior`).
+    """
     import torch
 
-    from train.models import build_embedding_model, build_model
+    from train.models import build_embedding_model, build_model, init_tag_prior
 
     n_mels = ff.params.n_mels if "mel" in a.inputs else 0
     if a.task == "tagging":
@@ -247,6 +250,7 @@ def make_model(a, ff, device):
     else:
         model = build_embedding_model(a.model, ff.bins, dim=a.dim, n_mels=n_mels,
                                       n_tags=len(ff.tags) if a.tag_weight > 0 else 0)
+    init_tag_prior(model, labels_train)
     # channels-last convolutions and bf16 autocast: about 2-3x faster CPU steps where oneDNN has bf16;
     # musicnn's tall and wide single-channel filters run 1.5-2.5x slower channels-last, so it opts out.
     fmt = torch.channels_last if getattr(model, "channels_last", True) else torch.contiguous_format
@@ -408,7 +412,7 @@ def train(a) -> int:
         raise FeedError(f"{a.features}: the train split cannot feed the {a.sampler} sampler: {exc}") from exc
 
     # ---------------------------------------------------------------- model and optimiser
-    model, opt, sched = make_model(a, ff, device)
+    model, opt, sched = make_model(a, ff, device, labels_train)
     bf16 = a.precision == "bf16" or (a.precision == "auto" and bf16_supported(device))
     start_epoch, best, history = 1, -math.inf, []
     if init:
