@@ -49,7 +49,7 @@ def test_rank_shares_are_disjoint_and_cover_the_epoch(kind, world):
     sampler = None if kind == "tagging" else make_sampler("overlap", labels, seed=5)
 
     def plan(rank=0, world=1, epoch=3):
-        return run.epoch_batches(a, len(labels), 3, n_items, sampler, epoch, rank, world)
+        return [run.rank_share(a, b, rank, world) for b in run.epoch_plan(a, len(labels), 3, n_items, sampler, epoch, world)]
 
     triplets = kind == "triplets"
     shares = [plan(r, world) for r in range(world)]

@@ -181,19 +181,20 @@ def main(argv=None) -> int:
         dist.close()
 
 
-def epoch_batches(a, n_train: int, crops_per_clip: int, n_items: int, sampler, epoch: int,
-                  rank: int = 0, world: int = 1) -> list[list[int]]:
-    """This rank's index batches of one epoch: its share of each batch of the epoch's global plan.
+def epoch_plan(a, n_train: int, crops_per_clip: int, n_items: int, sampler, epoch: int,
+               world: int = 1) -> list[np.ndarray]:
+    """The global index batches of one epoch, a pure function of (seed, epoch, world).
 
-    A pure function of (seed, epoch, world): every rank computes the same plan and takes share
-    ``rank`` of every batch (:func:`train.dist.shard`), so the ranks' shares of an epoch are disjoint
-    and cover it, and a resumed run repeats them. With ``world=1`` the share is the whole batch.
+    Every rank computes the same plan and trains on its share of each batch (:func:`rank_share`),
+    so the ranks' shares of an epoch are disjoint and cover it, and a resumed run repeats them.
+    ``world`` matters only for the tail: a last batch too short to give every rank its share
+    joins the batch before it.
 
     Returns
     -------
-    list of list of int
-        Positions in the training split; with ``--mining none`` each batch is this rank's triplets
-        laid out as [anchors, positives, negatives], so that one forward pass serves them.
+    list of np.ndarray
+        Positions in the training split; with ``--mining none`` each batch is ``(triplets, 3)``
+        (anchor, positive, negative).
     """
     rng = np.random.default_rng([a.seed, epoch])
     if a.task == "tagging":
@@ -201,14 +202,25 @@ def epoch_batches(a, n_train: int, crops_per_clip: int, n_items: int, sampler, e
         plan = [order[i:i + a.batch] for i in range(0, n_items, a.batch)]
         least = 2 * world  # BatchNorm cannot train on a share of one clip
     elif a.mining != "none":
-        return [dist.shard(b, rank, world) for b in sampler.plan(max(1, n_items // a.batch), a.batch, rng=rng)]
+        return [np.asarray(b) for b in sampler.plan(max(1, n_items // a.batch), a.batch, rng=rng)]
     else:
         plan = list(sampler.triplet_batches(n_items, a.batch, rng=rng))  # (triplets, 3) each
         least = world  # a triplet for every rank
     if len(plan) > 1 and len(plan[-1]) < least:  # a short tail joins the batch before it
         plan[-2:] = [np.concatenate(plan[-2:])]
-    shares = [dist.shard(b, rank, world) for b in plan]
-    return [s.tolist() if a.task == "tagging" else s.T.reshape(-1).tolist() for s in shares]
+    return plan
+
+
+def rank_share(a, batch: np.ndarray, rank: int = 0, world: int = 1) -> list[int]:
+    """Share ``rank`` of one batch of :func:`epoch_plan` (:func:`train.dist.shard`), as the loader takes it.
+
+    With ``--mining none`` the share's triplets are laid out as [anchors, positives, negatives],
+    so that one forward pass serves them. With ``world=1`` the share is the whole batch.
+    """
+    share = dist.shard(batch, rank, world)
+    if a.task == "metric" and a.mining == "none":
+        share = share.T.reshape(-1)
+    return share.tolist()
 
 
 def train_forward(model, bf16: bool):
@@ -453,13 +465,13 @@ def train(a) -> int:
     for epoch in range(start_epoch, a.epochs + 1):
         model.train()
         torch.manual_seed(a.seed * 100_003 + epoch + 1_000_003 * rank)  # this rank's random crops and dropout
-        plan = epoch_batches(a, len(split["train"]), crops_per_clip, n_items, sampler, epoch, rank, world)
+        batches = epoch_plan(a, len(split["train"]), crops_per_clip, n_items, sampler, epoch, world)
+        plan = [rank_share(a, b, rank, world) for b in batches]
         if augmented:  # this epoch's version of each clip (0: the original), the same on every rank
             train_set.set_versions(np.random.default_rng([a.seed, epoch, 1]).integers(0, augmented + 1,
                                                                                       len(split["train"])))
         # The sampler's pairs of each global batch, in gathered order (mining only).
-        batch_masks = (sampler.masks(gathered_items(b, world)) for b in epoch_batches(
-            a, len(split["train"]), crops_per_clip, n_items, sampler, epoch)) \
+        batch_masks = (sampler.masks(gathered_items(b, world)) for b in batches) \
             if a.task == "metric" and a.mining != "none" else itertools.repeat(None)
         loader = DataLoader(train_set, batch_sampler=plan, collate_fn=Crops.collate, **loader_kw)
         bar = tqdm(total=len(plan), desc=f"epoch {epoch}", unit="batch", disable=a.quiet or not main,
