@@ -2,6 +2,7 @@
 
     python bench/bench_menu.py [--features cache/features.h5] [--augmented cache/features-aug2.h5]
                                [--out cache/quality] [--epochs 6] [--metric-epochs 3] [--runs all|report]
+                               [--against OTHER_OUT]
 
 Trains (unless a finished run folder is already there) and then reports, on the test split:
 
@@ -88,6 +89,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--metric-epochs", type=int, default=3)
     p.add_argument("--runs", choices=("all", "report"), default="all", help="report: only read finished runs")
+    p.add_argument("--against", type=Path, default=None,
+                   help="also compare each tagging run with the run of the same name in this folder (an earlier trainer)")
     a = p.parse_args()
     q = a.out
     plan = [(f"tagging-{m}", a.features, ["--model", m, "--epochs", str(a.epochs)]) for m in BACKBONES]
@@ -122,6 +125,18 @@ def main() -> int:
             print(f"{name:38s} " + "  ".join(f"{h[k].mean():.4f}" for k in DEFAULT_KS)
                   + ("" if name.startswith("tagging") else "   " + " ".join(
                       f"[{cis[k][0]:+.3f},{cis[k][1]:+.3f}]" for k in DEFAULT_KS)))
+    if a.against is not None:
+        res["against"] = {"folder": str(a.against)}
+        print(f"\n{'tagging run':24s} ROC-AUC here  in {a.against}  difference (95% CI)")
+        for name, (m, pred, _, lab) in done.items():
+            if not name.startswith("tagging") or not (a.against / name / "metrics.json").exists():
+                continue
+            old_m, old_pred, _, old_lab = load(a.against / name)
+            assert np.array_equal(lab, old_lab), f"{name}: other test clips in {a.against}"
+            ci = boot_auc_diff(pred, old_pred, lab)
+            res["against"][name] = {"roc_auc": m["test_roc_auc"], "before": old_m["test_roc_auc"], "diff_ci": ci.tolist()}
+            print(f"{name:24s} {m['test_roc_auc']:.4f}        {old_m['test_roc_auc']:.4f}   [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+                  + ("  within noise" if ci[0] <= 0 <= ci[1] else ""))
     (q / "menu.json").write_text(json.dumps(res, indent=1))
     print(f"-> {q / 'menu.json'}")
     return 0
