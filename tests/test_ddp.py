@@ -91,6 +91,7 @@ def _gathered_gradient(out: str) -> None:
                f"{out}.{dist.rank()}")
     td.barrier()  # both ranks done before either tears its connections down
     dist.close()
+    dist.exit(0)  # as train/run.py ends under torchrun
 
 
 def _gradient_batch():

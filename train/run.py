@@ -559,4 +559,4 @@ def train(a) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    dist.exit(main())
