@@ -60,6 +60,20 @@ def make_corpus(root: Path, per_folder: int = 2, layout: str = "mp3", seed: int 
     return names
 
 
+def tiny_features(root: Path, features: str, per_folder: int = 2, *extra: str, name: str = "f.h5") -> Path:
+    """:func:`make_corpus` under ``root/corpus`` and its features file ``root/name``, extracted in-process.
+
+    ``features`` is ``--features``; ``extra`` more arguments of ``pipeline/extract.py``.
+    """
+    from pipeline import extract
+
+    make_corpus(root / "corpus", per_folder=per_folder)
+    out = root / name
+    assert extract.main(["--data", str(root / "corpus"), "--out", str(out), "--workers", "0", "--quiet",
+                         "--features", features, *extra]) == 0
+    return out
+
+
 @pytest.fixture
 def corpus(tmp_path):
     root = tmp_path / "corpus"

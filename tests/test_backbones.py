@@ -10,10 +10,8 @@ import re
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from pipeline import extract
-from tests.conftest import make_corpus
+from tests.conftest import tiny_features
 from tests.test_models import assert_few_steps_lower_bce
 from train import run
 from train.models import CRNN, FCN, MODELS, EmbeddingNet, build_embedding_model, build_model, count_parameters
@@ -199,12 +197,7 @@ def test_musicnn_parameter_count_as_documented():
 
 @pytest.fixture(scope="module")
 def mel_feats(tmp_path_factory):
-    root = tmp_path_factory.mktemp("backbones")
-    make_corpus(root / "corpus", per_folder=2)
-    out = root / "f.h5"
-    assert extract.main(["--data", str(root / "corpus"), "--out", str(out), "--workers", "0", "--quiet",
-                         "--features", "mel"]) == 0
-    return out
+    return tiny_features(tmp_path_factory.mktemp("backbones"), "mel", 2)
 
 
 @pytest.mark.parametrize("name", OURS)

@@ -4,7 +4,6 @@ The runs start ``python -m torch.distributed.run`` in a subprocess, with a timeo
 fails the test instead of stalling the suite.
 """
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

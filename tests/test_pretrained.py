@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import extract
-from tests.conftest import MSD_MP3, MTAT_MP3, make_corpus
+from tests.conftest import MSD_MP3, MTAT_MP3, tiny_features
 from train import embed, pretrained, run, tag
 from train.models import build_model, count_parameters
 from train.musicnn_arch import Musicnn, MusicnnVGG, db_to_logc, load_musicnn_weights
@@ -127,12 +126,7 @@ def test_missing_package_says_what_to_install(monkeypatch, capsys, tmp_path):
 
 @pytest.fixture(scope="module")
 def feats(tmp_path_factory):
-    root = tmp_path_factory.mktemp("embed")
-    make_corpus(root / "corpus", per_folder=3)
-    out = root / "f.h5"
-    assert extract.main(["--data", str(root / "corpus"), "--out", str(out), "--workers", "0", "--quiet",
-                         "--features", "mel,mfcc"]) == 0
-    return out
+    return tiny_features(tmp_path_factory.mktemp("embed"), "mel,mfcc", 3)
 
 
 @needs_pkg
@@ -160,10 +154,7 @@ def test_embed_a_pretrained_run_then_score_it(runs, feats, tmp_path, capsys):
 
 @needs_pkg
 def test_embed_refuses_features_of_other_settings(runs, tmp_path, capsys):
-    make_corpus(tmp_path / "c", per_folder=1)
-    other = tmp_path / "o.h5"
-    assert extract.main(["--data", str(tmp_path / "c"), "--out", str(other), "--workers", "0", "--quiet",
-                         "--features", "mel", "--n-mels", "64"]) == 0
+    other = tiny_features(tmp_path, "mel", 1, "--n-mels", "64")
     capsys.readouterr()
     assert embed.main(["--run", str(runs / "MTT_musicnn"), "--features", str(other)]) == 2
     err = capsys.readouterr().err

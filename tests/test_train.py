@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pipeline import extract, store
-from tests.conftest import MSD_MP3, MTAT_MP3, make_corpus
+from tests.conftest import MSD_MP3, MTAT_MP3, tiny_features
 from train import run, tag
 from train.feed import Crops, FeatureFile, FeedError, standardizer
 
@@ -20,12 +20,7 @@ FAST = ["--epochs", "2", "--crops-per-clip", "1", "--batch", "8", "--quiet"]
 
 @pytest.fixture(scope="module")
 def feats(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    make_corpus(root / "corpus", per_folder=4)
-    out = root / "f.h5"
-    assert extract.main(["--data", str(root / "corpus"), "--out", str(out), "--workers", "0", "--quiet",
-                         "--features", "mel,mfcc,chroma"]) == 0
-    return out
+    return tiny_features(tmp_path_factory.mktemp("train"), "mel,mfcc,chroma", 4)
 
 
 def test_memmap_crops_equal_h5py(feats):
@@ -303,10 +298,7 @@ def test_steps_per_epoch_caps_training_not_validation(feats, tmp_path):
 
 
 def test_training_on_float16_features(tmp_path):
-    make_corpus(tmp_path / "corpus", per_folder=2)
-    f16 = tmp_path / "f16.h5"
-    assert extract.main(["--data", str(tmp_path / "corpus"), "--out", str(f16), "--workers", "0", "--quiet",
-                         "--features", "mel", "--dtype", "float16"]) == 0
+    f16 = tiny_features(tmp_path, "mel", 2, "--dtype", "float16", name="f16.h5")
     out = tmp_path / "run"
     assert run.main(["--features", str(f16), "--model", "baseline", "--out", str(out), *FAST]) == 0
     scores = np.load(out / "predictions.npy")
@@ -333,20 +325,14 @@ def test_every_sampler_trains_a_metric_run(feats, tmp_path, sampler, mining):
 
 
 def test_timbre_sampler_needs_the_mfcc(feats, tmp_path, capsys):
-    mel_only = tmp_path / "mel.h5"
-    make_corpus(tmp_path / "c", per_folder=2)
-    assert extract.main(["--data", str(tmp_path / "c"), "--out", str(mel_only), "--workers", "0", "--quiet",
-                         "--features", "mel"]) == 0
+    mel_only = tiny_features(tmp_path, "mel", 2, name="mel.h5")
     assert run.main(["--features", str(mel_only), "--task", "metric", "--model", "linear", "--sampler", "timbre",
                      "--out", str(tmp_path / "r"), "--epochs", "1", "--batch", "8", "--quiet"]) == 2
     assert "mfcc" in capsys.readouterr().err
 
 
 def test_augmented_versions_drawn_per_epoch(tmp_path, monkeypatch, capsys, feats):
-    make_corpus(tmp_path / "c", per_folder=2)
-    aug = tmp_path / "aug.h5"
-    assert extract.main(["--data", str(tmp_path / "c"), "--out", str(aug), "--workers", "0", "--quiet",
-                         "--features", "mel", "--augment", "2"]) == 0
+    aug = tiny_features(tmp_path, "mel", 2, "--augment", "2", name="aug.h5")
     drawn = []
     real = Crops.set_versions
     monkeypatch.setattr(Crops, "set_versions", lambda self, v: drawn.append(np.asarray(v)) or real(self, v))
