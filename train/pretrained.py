@@ -68,8 +68,6 @@ def convert(name: str, out: Path) -> Path:
     RunError
         When the package is missing or its checkpoint cannot be read or does not fit.
     """
-    import torch
-
     from train.models import build_model, count_parameters
     from train.musicnn_arch import VARIANTS, load_musicnn_weights
     from train.tfcheckpoint import CheckpointError, read_checkpoint
