@@ -141,13 +141,17 @@ class FeatureFile:
         """Positions of the clips of one split."""
         return np.flatnonzero(self.split == split)
 
+    def _version_row(self, i: int, version: int) -> int:
+        """The row of ``/augmented`` holding version ``version`` >= 1 of clip ``i``; FeedError if it has none."""
+        if not 1 <= version <= self.n_versions or self.version_frames[i, version] == 0:
+            raise FeedError(f"{self.path}: clip {self.mp3_path[i]} has no augmented version {version}")
+        return int(self._vrow[i, version])
+
     def chain(self, i: int, version: int) -> dict:
         """The effect chain (``features.augment.draw``'s dict) of version ``version`` >= 1 of clip ``i``."""
         import json
 
-        if not 1 <= version <= self.n_versions or self.version_frames[i, version] == 0:
-            raise FeedError(f"{self.path}: clip {self.mp3_path[i]} has no augmented version {version}")
-        return json.loads(self._chains[self._vrow[i, version]])
+        return json.loads(self._chains[self._version_row(i, version)])
 
     def crop(self, i: int, start: int, length: int, version: int = 0) -> np.ndarray:
         """Frames ``start:start+length`` of clip ``i``, all features stacked: ``(bins, length)`` float32.
@@ -159,9 +163,7 @@ class FeatureFile:
             self._mm = [np.memmap(p, dtype=np.uint8, mode="r") for p in self.files]
         reads = self._reads
         if version:
-            if self.version_frames[i, version] == 0:
-                raise FeedError(f"{self.path}: clip {self.mp3_path[i]} has no augmented version {version}")
-            reads, i = self._vreads, self._vrow[i, version]
+            reads, i = self._vreads, self._version_row(i, version)
         out = np.empty((self.bins, length), np.float32)
         size = self.dtype.itemsize
         row = 0
@@ -315,9 +317,8 @@ class Crops(Dataset):
         """
         clips, starts, versions = self._where(ks)
         if versions is None:
-            x = np.stack([self.ff.crop(i, int(t), self.length) for i, t in zip(clips, starts)])
-        else:
-            x = np.stack([self.ff.crop(i, int(t), self.length, int(v)) for i, t, v in zip(clips, starts, versions)])
+            versions = np.zeros(len(clips), np.int64)  # the originals
+        x = np.stack([self.ff.crop(i, int(t), self.length, int(v)) for i, t, v in zip(clips, starts, versions)])
         x -= self.mean
         x /= self.std
         return torch.from_numpy(x), torch.from_numpy(self.ff.labels[clips].astype(np.float32))
