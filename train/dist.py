@@ -178,14 +178,7 @@ def from_main(fn, *args, **kwargs):
 
 def all_true(flag: bool) -> bool:
     """Whether ``flag`` holds on every rank: one decision that all ranks take together."""
-    if not _active():
-        return bool(flag)
-    import torch
-    import torch.distributed as td
-
-    t = torch.tensor([0 if flag else 1], dtype=torch.int64, device=_device())
-    td.all_reduce(t)
-    return int(t.item()) == 0
+    return sum_all(0 if flag else 1)[0] == 0  # the count of ranks where it fails
 
 
 def sum_all(*values: float) -> list[float]:
@@ -256,8 +249,8 @@ def exit(code: int) -> None:
     interpreter's own shutdown is skipped because torch.distributed's C++ objects can abort the
     process in their exit-time destructors: twice in CI runs of the test suite a two-rank gloo job
     that had finished its work died with SIGABRT ("terminate called without an active exception",
-    no Python frame left), which torchrun reports as a failed job. Nothing of ours is pending by then: logs are
-    closed, and checkpoints and outputs were written atomically.
+    no Python frame left), which torchrun reports as a failed job. Nothing of ours is pending by
+    then: logs are closed, and checkpoints and outputs were written atomically.
     """
     if not launched():
         sys.exit(code)
