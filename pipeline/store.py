@@ -256,7 +256,7 @@ def _starts(rooms: np.ndarray) -> tuple[np.ndarray, int]:
     if not len(rooms):  # a shard without training clips has no versions
         return np.zeros(0, np.int64), 0
     starts = np.concatenate([[0], np.cumsum(rooms[:-1], dtype=np.int64)]).astype(np.int64)
-    return starts, int(starts[-1] + rooms[-1]) if len(rooms) else 0
+    return starts, int(starts[-1] + rooms[-1])
 
 
 def create(path, clips: pd.DataFrame, head: Header, rooms, part: Part | None = None,
@@ -517,6 +517,20 @@ class Writer:
                 block[at:at + kept[j]] = feats[name][j][:kept[j]]
             ds[start:stop] = block
 
+    def _rooms(self, group, starts, rooms, done_frames, rows, feats, n_frames) -> None:
+        """Write ``rows``' features into their rooms of ``group`` and record their kept frames."""
+        kept = np.minimum(np.asarray(n_frames, np.int64), rooms[rows]) if rows else np.zeros(0, np.int64)
+        if rows:
+            self._block(group, starts, rooms, rows, feats, kept)
+        done_frames[rows] = kept
+        group["n_frames"][:] = done_frames
+
+    @staticmethod
+    def _mark(group, status, rows, bad) -> None:
+        status[rows] = 1
+        status[bad] = -1
+        group["status"][:] = status
+
     def write(self, rows: list[int], feats: dict[str, np.ndarray], n_frames: np.ndarray, bad: list[int],
               rhythm: np.ndarray | None = None, versions: dict | None = None) -> None:
         """Store a batch: ``feats[name][j]`` (frames, bins) for clip ``rows[j]``; mark ``bad`` as skipped.
@@ -527,31 +541,19 @@ class Writer:
         same form, rows of ``/augmented``. Features are flushed before ``status`` so a clip or version
         is never marked done without its data.
         """
-        kept = np.minimum(np.asarray(n_frames, np.int64), self.room[rows]) if rows else np.zeros(0, np.int64)
-        if rows:
-            self._block(self.file, self.frame_start, self.room, rows, feats, kept)
-        self.n_frames[rows] = kept
-        self.file["n_frames"][:] = self.n_frames
+        self._rooms(self.file, self.frame_start, self.room, self.n_frames, rows, feats, n_frames)
         if self.rhythm is not None and rows and rhythm is not None:
             self.rhythm[rows] = rhythm
             first, last = min(rows), max(rows) + 1
             self.file["rhythm"][first:last] = self.rhythm[first:last]
-        if versions is not None and self.versions is not None:
-            vrows, g = list(versions["rows"]), self.file[AUGMENTED]
-            vroom = self.versions["room"].to_numpy()
-            vkept = np.minimum(np.asarray(versions["n_frames"], np.int64), vroom[vrows]) if vrows else []
-            if vrows:
-                self._block(g, self.versions["frame_start"].to_numpy(), vroom, vrows, versions["features"], vkept)
-            self.v_n_frames[vrows] = vkept
-            g["n_frames"][:] = self.v_n_frames
+        versions = versions if self.versions is not None else None  # a file without /augmented has no room for them
+        if versions is not None:
+            self._rooms(self.file[AUGMENTED], self.versions["frame_start"].to_numpy(), self.versions["room"].to_numpy(),
+                        self.v_n_frames, list(versions["rows"]), versions["features"], versions["n_frames"])
         self.file.flush()
-        self.status[rows] = 1
-        self.status[bad] = -1
-        self.file["status"][:] = self.status
-        if versions is not None and self.versions is not None:
-            self.v_status[list(versions["rows"])] = 1
-            self.v_status[list(versions["bad"])] = -1
-            self.file[AUGMENTED]["status"][:] = self.v_status
+        self._mark(self.file, self.status, rows, bad)
+        if versions is not None:
+            self._mark(self.file[AUGMENTED], self.v_status, list(versions["rows"]), list(versions["bad"]))
         self.file.flush()
 
     def close(self) -> None:
