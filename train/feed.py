@@ -317,8 +317,9 @@ class Crops(Dataset):
         """
         clips, starts, versions = self._where(ks)
         if versions is None:
-            versions = np.zeros(len(clips), np.int64)  # the originals
-        x = np.stack([self.ff.crop(i, int(t), self.length, int(v)) for i, t, v in zip(clips, starts, versions)])
+            x = np.stack([self.ff.crop(i, int(t), self.length) for i, t in zip(clips, starts)])
+        else:
+            x = np.stack([self.ff.crop(i, int(t), self.length, int(v)) for i, t, v in zip(clips, starts, versions)])
         x -= self.mean
         x /= self.std
         return torch.from_numpy(x), torch.from_numpy(self.ff.labels[clips].astype(np.float32))
