@@ -49,7 +49,7 @@ demo: $(STAMP)
 	@# A network trained on the real MTAT (musicnn's published weights) tags a demo clip.
 	$(BIN)/python train/pretrained.py MTT_musicnn
 	$(BIN)/python train/tag.py $$(ls $(DEMO_DIR)/mp3/0/*.mp3 | head -1) --run cache/pretrained/MTT_musicnn \
-		--top-k 5 --taggram $(RUNS)/taggram.png
+		--top-k 5 --taggram cache/pretrained/MTT_musicnn/taggram.png
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

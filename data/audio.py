@@ -43,6 +43,8 @@ def load_audio(path: str | os.PathLike, sr: int = SR, npy_sr: int = SR) -> np.nd
         If the file is missing, empty, not decodable, holds no samples or non-finite values.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file")
     if not path.is_file():
         raise AudioError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -53,7 +55,7 @@ def load_audio(path: str | os.PathLike, sr: int = SR, npy_sr: int = SR) -> np.nd
         try:
             y, src_sr = sf.read(path, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            raise AudioError(f"{path}: cannot decode audio ({exc})") from exc
+            raise AudioError(f"{path}: not an audio file the decoder can read ({exc})") from exc
         y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
     if y.size == 0:
         raise AudioError(f"{path}: decodes to no samples (truncated or not audio)")

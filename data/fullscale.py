@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from data.cli import HelpFormatter
 from data.files import atomic_path, write_atomically
 from data.mtat import ANNOTATIONS, BROKEN_CLIPS
 
@@ -120,12 +121,12 @@ def build(csv_path, out, seconds: float = 29.1, pool: int = 256, seed: int = 0, 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python data/fullscale.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("csv", type=Path, help="annotation file, e.g. ../shared/mtat-real/annotations_final.csv")
     p.add_argument("--out", type=Path, default=Path("cache/mtat-full"), help="corpus folder")
     p.add_argument("--seconds", type=float, default=29.1, help="duration of the pool clips")
     p.add_argument("--pool", type=int, default=256, help="distinct clips rendered (at least 16)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the rendered pool of clips")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
     if not a.csv.is_file():

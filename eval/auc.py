@@ -18,6 +18,7 @@ import json
 import math
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -125,6 +126,11 @@ def main(argv=None) -> int:
         s = load_npy(args.predictions)
         labels_path, y = labels_beside(args.predictions, args.labels)
         n_tags = s.shape[1] if s.ndim == 2 else 1
+        if s.ndim == 2 and y.ndim == 2 and s.shape[0] == y.shape[0] and s.shape[1] != y.shape[1]:
+            what = " (an embeddings file? score it with eval/recall.py)" if "embedding" in Path(args.predictions).name else ""
+            raise ValueError(f"{labels_path}: shape {y.shape} does not match {args.predictions} {s.shape}: it has "
+                             f"{s.shape[1]} columns, not the labels' {y.shape[1]} tags, so it is not predictions "
+                             f"of them{what}")
         names = tag_names_beside(args.predictions, n_tags) if s.ndim in (1, 2) else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UndefinedTagWarning)

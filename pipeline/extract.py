@@ -40,6 +40,7 @@ import numpy as np
 import soundfile as sf
 
 from data.audio import SR, AudioError, load_audio
+from data.cli import HelpFormatter
 from data.files import write_atomically
 from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
 from features.params import STFTS, FeatureParams, parse_features
@@ -62,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python pipeline/extract.py",
         description="Decode MTAT-style audio and write log-mel / MFCC / chroma features to chunked HDF5.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--features", default="mel,mfcc,chroma", help="comma-separated: mel, mfcc, chroma")
     p.add_argument("--data", type=Path, default=None,
                    help=f"dataset root holding {ANNOTATIONS}; default: the demo corpus in {DEMO_ROOT} "
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="audio layout: ROOT/mp3 or ROOT/<f> MP3s, or ROOT/waveform .npy; auto finds it")
     p.add_argument("--split", choices=tuple(SPLITS), default="gct634", help="split scheme; clips outside it are left out")
     p.add_argument("--out", default=None,
-                   help=f"output HDF5 file; default {DEFAULT_OUT}, or {DEFAULT_SHARD_OUT} for a shard. "
+                   help=f"output HDF5 file (not a folder); default {DEFAULT_OUT}, or {DEFAULT_SHARD_OUT} for a shard. "
                         "{index} and {count} are replaced by the shard's; under torchrun, an --out without "
                         "them gets -{index}-of-{count} before its suffix (every rank has the same arguments)")
     p.add_argument("--shard", type=_shard_arg, default=None, metavar="I/N",
@@ -104,14 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing output or partial run made with other parameters")
     fp = FeatureParams()
     g = p.add_argument_group("feature parameters")
-    g.add_argument("--n-fft", type=int, default=fp.n_fft)
-    g.add_argument("--hop-length", type=int, default=fp.hop_length)
-    g.add_argument("--n-mels", type=int, default=fp.n_mels)
-    g.add_argument("--f-min", type=float, default=fp.f_min)
-    g.add_argument("--f-max", type=float, default=fp.f_max)
-    g.add_argument("--n-mfcc", type=int, default=fp.n_mfcc)
-    g.add_argument("--n-chroma", type=int, default=fp.n_chroma)
-    g.add_argument("--top-db", type=float, default=fp.top_db)
+    g.add_argument("--n-fft", type=int, default=fp.n_fft, help="STFT window and FFT size, in samples at 16 kHz")
+    g.add_argument("--hop-length", type=int, default=fp.hop_length, help="samples between frames")
+    g.add_argument("--n-mels", type=int, default=fp.n_mels, help="mel bands")
+    g.add_argument("--f-min", type=float, default=fp.f_min, help="lowest mel frequency, Hz")
+    g.add_argument("--f-max", type=float, default=fp.f_max, help="highest mel frequency, Hz")
+    g.add_argument("--n-mfcc", type=int, default=fp.n_mfcc, help="MFCC coefficients (from the log-mel)")
+    g.add_argument("--n-chroma", type=int, default=fp.n_chroma, help="chroma bins")
+    g.add_argument("--top-db", type=float, default=fp.top_db, help="dB floor below each clip's peak (power_to_db)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -145,6 +146,11 @@ def parse_args(argv=None):
     if args.data is not None and not args.data.is_dir():
         parser.error(f"--data {args.data}: not a folder")
     pick_shard(args, parser, os.environ)
+    for path in (args.out, args.out.with_name(args.out.name + ".part")):  # outputs checked before any work
+        if path.is_dir():
+            parser.error(f"--out {args.out}: {path} is a folder; give a file name, e.g. --out {args.out / 'features.h5'}")
+    if args.out.parent.exists() and not args.out.parent.is_dir():
+        parser.error(f"--out {args.out}: {args.out.parent} is a file, not a folder")
     return args
 
 
@@ -360,8 +366,16 @@ def main(argv=None) -> int:
 
     writer = store.Writer(part)
     n_done_before = int((writer.status == 1).sum())
-    stats = run_batches(writer, paths, args)
-    writer.close()
+    try:
+        stats = run_batches(writer, paths, args)
+    except KeyboardInterrupt:
+        done = int((writer.status == 1).sum())
+        again = " ".join(["python pipeline/extract.py", *(argv if argv is not None else sys.argv[1:])])
+        print(f"\ninterrupted: {part} keeps the {done} of {len(paths)} clips done; run the same command "
+              f"again to continue: {again}", file=sys.stderr)
+        raise
+    finally:
+        writer.close()
 
     status = writer.status
     if not (status == 1).any():
@@ -651,4 +665,7 @@ def _fail(message: str, log=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the hint is printed; no traceback
+        sys.exit(130)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,15 @@ from data.mtat import FOLDERS, TAGS
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 MTAT_MP3 = FIXTURES / "mtat_joram-moments_of_clarity-08-solipsism-59-88.mp3"
 MSD_MP3 = FIXTURES / "msd_TRWJAZW128F42760DD_preview_22k_stereo.mp3"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def away_from_cache(tmp_path_factory):
+    """Run every test in a scratch folder: a command's default paths (cache/...) never reach the user's cache."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(here)
 
 
 @pytest.fixture

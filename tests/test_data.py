@@ -135,8 +135,11 @@ def test_decode_bad_files(tmp_path, fixtures_dir):
     with pytest.raises(AudioError, match=r"empty.mp3: file is empty \(0 bytes\)"):
         load_audio(tmp_path / "empty.mp3")
     (tmp_path / "text.mp3").write_text("this is not audio, it is a text file\n" * 20)
-    with pytest.raises(AudioError, match="text.mp3: cannot decode audio"):
+    with pytest.raises(AudioError, match="text.mp3: not an audio file the decoder can read"):
         load_audio(tmp_path / "text.mp3")
+    (tmp_path / "album.mp3").mkdir()
+    with pytest.raises(AudioError, match="album.mp3: is a folder, not an audio file"):
+        load_audio(tmp_path / "album.mp3")
     np.save(tmp_path / "obj.npy", np.array(["a", "b"]))
     with pytest.raises(AudioError, match="obj.npy: .npy waveform has non-numeric dtype"):
         load_audio(tmp_path / "obj.npy")

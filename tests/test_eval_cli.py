@@ -175,3 +175,10 @@ def test_auc_bad_input_exits_2(tmp_path, capsys, case, message):
     captured = capsys.readouterr()
     assert message in captured.err
     assert captured.out == ""
+
+
+def test_auc_command_says_embeddings_are_not_predictions(run_dir):
+    proc = _script("auc.py", run_dir / "embeddings.npy")
+    assert proc.returncode == 2
+    assert "has 16 columns, not the labels' 50 tags, so it is not predictions" in proc.stderr
+    assert "score it with eval/recall.py" in proc.stderr

@@ -105,7 +105,7 @@ def test_bad_clips_are_reported_and_skipped(corpus, tmp_path, capsys):
     captured = capsys.readouterr()
     log = out.with_suffix(".log").read_text().splitlines()
     assert len(log) == 4
-    for name, why in [("0/artist_0-album-00", "file is empty"), ("1/artist_1-album-00", "cannot decode audio"),
+    for name, why in [("0/artist_0-album-00", "file is empty"), ("1/artist_1-album-00", "not an audio file the decoder can read"),
                       ("2/artist_2-album-01", "file not found"), ("d/artist_13-album-00", "too short")]:
         assert any(name in line and why in line for line in log), (name, why)
         assert name in captured.out  # named in the end summary too
@@ -263,3 +263,20 @@ def test_batches_are_bounded_in_clips_and_frames():
     for b, e in ranges:
         assert e - b <= 4 and ((e - b) * rooms[b:e].max() <= 2000 or e - b == 1)
     assert (9, 10) in ranges  # longer than the budget: a batch of its own
+
+
+def test_out_folder_is_refused_before_any_work(corpus, tmp_path, capsys):
+    (tmp_path / "feats").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        run(corpus, tmp_path / "feats", "--overwrite")
+    assert exc.value.code == 2 and "is a folder; give a file name" in capsys.readouterr().err
+    assert list((tmp_path / "feats").iterdir()) == [] and not (tmp_path / "feats.part").exists()
+
+
+def test_interrupted_extraction_says_how_to_continue(corpus, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "f.h5"
+    die_after_writes(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        run(corpus, out)
+    err = capsys.readouterr().err
+    assert f"interrupted: {out}.part keeps the 4 of" in err and "run the same command again" in err

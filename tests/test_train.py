@@ -348,3 +348,119 @@ def test_augmented_versions_drawn_per_epoch(tmp_path, monkeypatch, capsys, feats
     assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(tmp_path / "x"), *FAST,
                      "--augmented"]) == 2
     assert "holds no augmented versions" in capsys.readouterr().err
+
+
+def test_inputs_are_checked_before_outputs(feats, tmp_path, capsys):
+    # The default --out (cache/runs/tagging-shortres, relative) already holds a run: a missing
+    # features file is still what is reported, and nothing is written.
+    held = Path("cache/runs/tagging-shortres")
+    held.mkdir(parents=True)
+    (held / "last.pt").write_bytes(b"a run")
+    assert run.main(["--features", str(tmp_path / "nothere.h5")]) == 2
+    assert "nothere.h5: features file not found" in capsys.readouterr().err
+    # A run that cannot start leaves no run folder behind.
+    mel_only = tmp_path / "mel.h5"
+    assert extract.main(["--data", str(Path(h5py.File(feats, "r").attrs["source"])), "--out", str(mel_only),
+                         "--features", "mel", "--workers", "0", "--quiet"]) == 0
+    assert run.main(["--features", str(mel_only), "--model", "shortres", "--out", str(tmp_path / "r")]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("arg, value, message", [
+    ("--lr", "0", "--lr must be positive, got 0.0"), ("--seconds", "-1", "--seconds must be positive, got -1.0"),
+    ("--margin", "-0.1", "--margin must not be negative, got -0.1"),
+    ("--lr-factor", "1.5", "--lr-factor must be below 1")])
+def test_each_bad_number_is_named(arg, value, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run.parse_args([arg, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_resume_leaves_a_finished_run_alone_unless_asked_for_more_epochs(feats, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--features", str(feats), "--model", "baseline", "--out", str(out), *FAST]
+    assert run.main(args) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    seconds = json.loads((out / "metrics.json").read_text())["seconds"]
+    capsys.readouterr()
+    assert run.main([*args, "--resume"]) == 2  # FAST asks for 2 epochs: the run has them
+    assert "is a finished run (2 epochs, tested)" in capsys.readouterr().err
+    assert run.main([*args[:-len(FAST)], "--crops-per-clip", "1", "--batch", "8", "--quiet", "--resume"]) == 2
+    assert "pass --epochs with more than 2" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing changed
+    # Asked for more: it trains on and every output describes the longer run.
+    more = [a if a != "2" else "3" for a in args]
+    assert run.main([*more, "--resume"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs_run"] == 3 and m["seconds"] > seconds
+    assert torch.load(out / "last.pt", weights_only=False)["epoch"] == 3
+    assert "resumed from" in (out / "train.log").read_text()
+
+
+def test_interrupted_training_says_how_to_continue(feats, tmp_path, capsys, monkeypatch):
+    from train import runfolder
+
+    out = tmp_path / "run"
+    real, calls = runfolder.save_checkpoint, {"n": 0}
+
+    def save_then_die(obj, path):  # killed after epoch 1's two checkpoints
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        real(obj, path)
+
+    monkeypatch.setattr(runfolder, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert f"interrupted: {out / 'last.pt'} keeps the last finished epoch" in err and err.rstrip().endswith("--resume")
+    monkeypatch.undo()
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), *FAST, "--resume"]) == 0
+
+
+def test_tag_command_reports_failures_and_names_the_tagger(feats, tmp_path, capsys, fixtures_dir):
+    out = tmp_path / "run"
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(out), *FAST]) == 0
+    capsys.readouterr()
+    (tmp_path / "text.mp3").write_text("not audio\n" * 50)
+    # One bad file among good ones: the good one is tagged, and the exit status says something failed.
+    assert tag.main([str(tmp_path / "text.mp3"), str(MTAT_MP3), "--run", str(out), "--top-k", "2"]) == 2
+    res = capsys.readouterr()
+    assert res.out.splitlines()[0] == str(MTAT_MP3)
+    assert "text.mp3: not an audio file the decoder can read" in res.err and "1 of 2 files" in res.err
+    assert f"tagger: cnn2d trained by train/run.py on {feats}" in res.err
+    with pytest.raises(SystemExit) as exc:
+        tag.main([str(MTAT_MP3), "--run", str(out), "--taggram", str(tmp_path / "missing" / "t.png")])
+    assert exc.value.code == 2 and "missing does not exist" in capsys.readouterr().err
+    # The taggram covers the file's tail and names the model; the clip score still ignores the tail.
+    png = tmp_path / "t.png"
+    assert tag.main([str(MTAT_MP3), "--run", str(out), "--taggram", str(png), "--json"]) == 0
+    assert png.stat().st_size > 0
+    model, frontend, mean, std, frames, tags = tag.load_run(out)
+    crops, starts, n = tag.taggram(MTAT_MP3, model, frontend, mean, std, frames, tail=True)
+    assert n % frames and len(crops) == n // frames + 1 and starts[-1] == n - frames
+    np.testing.assert_allclose(crops[:-1], tag.taggram(MTAT_MP3, model, frontend, mean, std, frames), atol=1e-6)
+
+
+def test_default_tagger_is_musicnn_or_says_it_is_the_demo(monkeypatch, capsys):
+    from train import pretrained
+
+    monkeypatch.setattr(pretrained, "package_dir", lambda: (_ for _ in ()).throw(run.RunError("none")))
+    assert tag.default_run() == tag.DEMO_RUN
+    assert "trained on synthetic audio" in capsys.readouterr().err
+    if pretrained.importlib.util.find_spec("musicnn") is None:
+        return
+    monkeypatch.undo()
+    assert tag.default_run() == tag.PRETRAINED and (tag.PRETRAINED / "best.pt").is_file()  # made on first use
+    assert tag.describe(tag.PRETRAINED)[0] == "MTT_musicnn"
+
+
+def test_no_gpu_is_a_clear_error(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from train import embed
+
+    for main in (tag.main, embed.main):
+        with pytest.raises(SystemExit) as exc:
+            main(["x.mp3", "--device", "cuda"] if main is tag.main else ["--run", "r", "--device", "cuda"])
+        assert exc.value.code == 2 and "no CUDA device" in capsys.readouterr().err

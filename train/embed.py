@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from data.cli import HelpFormatter
 from features.params import FeatureParams
 from train import runfolder
 from train.runfolder import RunError
@@ -110,17 +111,22 @@ def embed(run: Path, features: Path, split: str = "test", out: Path | None = Non
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python train/embed.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="run folder (train/run.py or train/pretrained.py)")
     p.add_argument("--features", type=Path, default=None,
                    help="features file; default the run's own, else cache/features.h5")
-    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--split", choices=SPLITS, default="test", help="clips to embed")
     p.add_argument("--out", type=Path, default=None, help="output folder; default RUN/embed-<features>-<split>")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs")
     p.add_argument("--batch", type=int, default=64, help="crops per forward pass")
     a = p.parse_args(argv)
     if a.batch < 1:
         p.error(f"--batch must be at least 1, got {a.batch}")
+    if a.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device is available here; use --device cpu")
     from train.feed import FeedError
 
     features = a.features

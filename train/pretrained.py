@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.cli import HelpFormatter
 from features.params import FeatureParams
 from train import runfolder
 from train.runfolder import RunError
@@ -99,7 +100,7 @@ def convert(name: str, out: Path) -> Path:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python train/pretrained.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("name", choices=NAMES, metavar="NAME", help=f"one of {', '.join(NAMES)}")
     p.add_argument("--out", type=Path, default=None, help="run folder; default cache/pretrained/NAME")
     a = p.parse_args(argv)

@@ -36,7 +36,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python train/report.py", description=__doc__.split("\n\n")[0])
     p.add_argument("root", nargs="?", type=Path, default=Path("cache/runs"), help="folder of run folders")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     a = p.parse_args(argv)
     rows = collect(a.root)
     if not rows:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data.cli import HelpFormatter
 from features.params import parse_features
 from train import dist, runfolder
 from train.runfolder import RunError
@@ -48,19 +49,22 @@ SAMPLERS = ("tag", "overlap", "instance", "latent", "timbre", "beat")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python train/run.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--features", type=Path, default=Path("cache/features.h5"), help="features file from extraction")
-    p.add_argument("--task", choices=("tagging", "metric"), default="tagging")
+    p.add_argument("--task", choices=("tagging", "metric"), default="tagging",
+                   help="tagging: 50-tag classifier (BCE); metric: an embedding for similarity (triplets)")
     p.add_argument("--model", choices=tuple(DEFAULT_INPUTS), default=None,
                    help=f"network; default {DEFAULT_MODEL['tagging']} ('linear' is for --task metric)")
     p.add_argument("--inputs", default=None, help="stored features fed to the model, e.g. mel,mfcc; "
                    f"default per model: {DEFAULT_INPUTS}")
-    p.add_argument("--epochs", type=int, default=20, help="most epochs (the learning-rate rule may stop sooner)")
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="most epochs (the learning-rate rule may stop sooner); default 20. With --resume on a "
+                        "finished run, give more epochs than it ran to train it on")
+    p.add_argument("--batch", type=int, default=32, help="clips per training step (under torchrun: the global batch)")
     p.add_argument("--lr", type=float, default=None, help="learning rate; default 0.01 for sgd, 0.001 for adam")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="adam",
                    help="sgd: Nesterov momentum 0.9 (the course's); adam: AdamW")
-    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="decoupled weight decay (AdamW) or L2 (SGD)")
     p.add_argument("--patience", type=int, default=3, help="epochs without a better validation loss before the lr drops")
     p.add_argument("--lr-factor", type=float, default=0.2, help="factor of each learning-rate drop")
     p.add_argument("--stop-lr", type=float, default=None, help="stop once the lr falls below this; default lr/500")
@@ -94,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, default=None,
                    help="--task metric: start the backbone from the best checkpoint of this tagging run folder "
                         "(same --model and --inputs), as metric learning usually starts from a classifier")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when there is one")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training steps in bfloat16 autocast (weights stay fp32; evaluation is always fp32); "
                         "auto: bf16 where the device supports it")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops, batches, initial weights and dropout")
     p.add_argument("--out", type=Path, default=None, help="run folder; default cache/runs/<task>-<model>")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -121,8 +125,10 @@ def parse_args(argv=None):
         parser.error(f"--inputs: {exc}")
     if a.model != "linear" and "mel" not in a.inputs:
         parser.error(f"--model {a.model} convolves over the mel bands: --inputs must include mel")
-    a.lr = a.lr or (0.01 if a.optimizer == "sgd" else 1e-3)
-    a.stop_lr = a.stop_lr or a.lr / 500
+    a.epochs_given = a.epochs is not None  # only an explicit --epochs trains a finished run on
+    a.epochs = a.epochs if a.epochs_given else 20
+    a.lr = a.lr if a.lr is not None else (0.01 if a.optimizer == "sgd" else 1e-3)
+    a.stop_lr = a.stop_lr if a.stop_lr is not None else a.lr / 500
     a.out = a.out or Path("cache/runs") / f"{a.task}-{a.model}"
     if a.crops_per_clip != "auto":
         try:
@@ -134,8 +140,14 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
     if a.dist_timeout <= 0:
         parser.error(f"--dist-timeout must be positive, got {a.dist_timeout}")
-    if a.seconds <= 0 or a.lr <= 0 or a.margin < 0 or a.workers < 0 or a.tag_weight < 0:
-        parser.error("--seconds and --lr must be positive, --margin, --tag-weight and --workers not negative")
+    for name in ("seconds", "lr", "lr_factor", "stop_lr"):
+        if not getattr(a, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(a, name)}")
+    for name in ("margin", "tag_weight", "workers", "weight_decay"):
+        if getattr(a, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} must not be negative, got {getattr(a, name)}")
+    if a.lr_factor >= 1:
+        parser.error(f"--lr-factor must be below 1 (each drop lowers the lr), got {a.lr_factor}")
     if a.init and a.task != "metric":
         parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
     if a.init and a.model == "linear":
@@ -177,6 +189,16 @@ def main(argv=None) -> int:
         print(f"error{dist.where()}: {exc}", file=sys.stderr)
         dist.report(exc)
         return 2
+    except KeyboardInterrupt:
+        if dist.is_main():
+            again = " ".join(["python train/run.py", *(argv if argv is not None else sys.argv[1:])])
+            if (a.out / "last.pt").is_file():
+                hint = (f"{a.out / 'last.pt'} keeps the last finished epoch; continue with: "
+                        f"{again}{'' if a.resume else ' --resume'}")
+            else:
+                hint = f"no epoch had finished, so nothing was kept; start again with: {again}"
+            print(f"\ninterrupted: {hint}", file=sys.stderr)
+        raise
     finally:
         dist.close()
 
@@ -329,7 +351,7 @@ def step_loss(a, net, x, y, masks=None):
 
 
 def write_results(a, out, ff, test: dict, test_loss: float, best_epoch: int, history: list,
-                  seconds: float):
+                  seconds: float, n_positive=None):
     """``metrics.json`` and the plots of a finished run; returns the per-tag test scores (tagging) or None."""
     from eval.recall import DEFAULT_KS
     from train.plots import plot_curves, plot_tag_auc
@@ -345,10 +367,12 @@ def write_results(a, out, ff, test: dict, test_loss: float, best_epoch: int, his
     if per_tag is not None:
         m["test_per_tag"] = {t: {"roc_auc": float(r), "pr_auc": float(p)} for t, r, p in
                              zip(ff.tags, per_tag["roc_auc"], per_tag["pr_auc"])}
-        plot_tag_auc(ff.tags, per_tag["roc_auc"], out / "tag_roc_auc.png")
+        plot_tag_auc(ff.tags, per_tag["roc_auc"], out / "tag_roc_auc.png",
+                     title=f"Test ROC-AUC per tag: {a.model}, {out.name}", n_positive=n_positive)
     runfolder.write_json(out / "metrics.json", m)
     plot_curves(history, out / "curves.png", ("val_roc_auc", "val_pr_auc") if a.task == "tagging"
-                else tuple(f"val_recall@{k}" for k in DEFAULT_KS))
+                else tuple(f"val_recall@{k}" for k in DEFAULT_KS), title=f"{out.name}: {a.task} {a.model}",
+                best_epoch=best_epoch)
     return per_tag
 
 
@@ -372,25 +396,28 @@ def train(a) -> int:
     torch.manual_seed(a.seed)
     config = config_of(a)
     ckpt_last, ckpt_best = out / "last.pt", out / "best.pt"
-    # Rank 0 alone reads and writes the run folder, which need exist on its machine only.
-    resume = dist.from_main(runfolder.check_new_or_resumable, out, config, a.resume)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    logf = open(out / "train.log" if main else os.devnull, "a")
 
-    def log(msg: str) -> None:
-        if main:
-            print(msg)
-        logf.write(msg + "\n")
-        logf.flush()
-
-    # ---------------------------------------------------------------- data
+    # ---------------------------------------------------------------- data (inputs before outputs)
     ff = FeatureFile(a.features, a.inputs)
     length = ff.params.frames(a.seconds)
     split = {s: ff.indices(s) for s in ("train", "valid", "test")}
     for s, idx in split.items():
         if len(idx) == 0:
             raise FeedError(f"{a.features}: the {s} split is empty")
+    # Rank 0 alone reads and writes the run folder, which need exist on its machine only.
+    resume = dist.from_main(runfolder.check_new_or_resumable, out, config, a.resume,
+                            a.epochs if a.epochs_given else None)
+    logf = None  # the run folder is made once the run can start: a failed start leaves nothing behind
+    held = []
+
+    def log(msg: str) -> None:
+        if main:
+            print(msg)
+        held.append(msg)
+        if logf is not None:
+            logf.write("\n".join(held) + "\n")
+            logf.flush()
+            held.clear()
     init = dist.from_main(runfolder.load_best, a.init, "cpu", "tagging", a.model, a.inputs, what="--init")[1] \
         if a.init and not resume else None
     if resume or init:  # a started backbone learnt on inputs scaled this way
@@ -434,7 +461,6 @@ def train(a) -> int:
         opt.load_state_dict(resume["opt"])
         sched.load_state_dict(resume["sched"])
         start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
-        log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
     net = train_forward(model, bf16)
     if dist.launched():
         from torch.nn.parallel import DistributedDataParallel
@@ -443,9 +469,15 @@ def train(a) -> int:
         net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
                                       find_unused_parameters=hasattr(model, "backbone"))
     if main:
+        out.mkdir(parents=True, exist_ok=True)
+        # A finished run trained on (--resume with more --epochs) is unfinished until it is tested again.
+        (out / "metrics.json").unlink(missing_ok=True)
         runfolder.write_json(out / "config.json", {
             **config, "features_file": str(a.features), "feature_params": ff.params.as_dict(), "frames": length,
             "crops_per_clip_used": crops_per_clip, "tags": list(ff.tags), "n_params": count_parameters(model)})
+    logf = open(out / "train.log" if main else os.devnull, "a")
+    if resume:
+        log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
     log(f"{a.task} {a.model}: {count_parameters(model):,} parameters, inputs {','.join(a.inputs)} "
         f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
         f"train/valid/test clips, {crops_per_clip} crop(s) per clip per epoch, {device}{' bf16' if bf16 else ''}"
@@ -460,7 +492,8 @@ def train(a) -> int:
                                                   a.distance if a.task == "metric" else "cosine")
 
     # ---------------------------------------------------------------- training
-    t_run = time.time()
+    # The run's time is carried in last.pt, so a resumed run (or one only tested again) keeps what it had.
+    t_run = time.time() - (resume.get("seconds", 0.0) if resume else 0.0)
     stopped = None
     for epoch in range(start_epoch, a.epochs + 1):
         model.train()
@@ -525,7 +558,8 @@ def train(a) -> int:
                                            "std": std, "epoch": epoch, "score": score}, ckpt_best)
             runfolder.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(),
                                        "sched": sched.state_dict(), "epoch": epoch, "best": best,
-                                       "history": history, "config": config, "mean": mean, "std": std}, ckpt_last)
+                                       "history": history, "config": config, "mean": mean, "std": std,
+                                       "seconds": time.time() - t_run}, ckpt_last)
             shown = "  ".join(f"{k.removeprefix('val_')} {v:.4f}" for k, v in h.items() if k.startswith("val_"))
             log(f"epoch {epoch:3d}  train_loss {h['train_loss']:.4f}  {shown}  lr {lr:.1e}  "
                 f"{h['clips_per_s']:.0f} clips/s  data wait {100 * h['data_wait']:.1f}%" + ("  *" if improved else ""))
@@ -547,7 +581,8 @@ def train(a) -> int:
     model.load_state_dict(best_ckpt["model"])
     scores, emb, labels, test_loss, test = evaluate(test_set)
     runfolder.save_outputs(out, scores, emb, labels, ff.clip_id[split["test"]], ff.tags)
-    per_tag = write_results(a, out, ff, test, test_loss, best_ckpt["epoch"], history, time.time() - t_run)
+    per_tag = write_results(a, out, ff, test, test_loss, best_ckpt["epoch"], history, time.time() - t_run,
+                            n_positive=labels.sum(axis=0))
     shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     log(f"\ntest ({len(split['test'])} clips, best epoch {best_ckpt['epoch']}): {shown}")
     log(f"run folder {out}: metrics.json, best.pt, predictions/embeddings/labels .npy, curves.png"
@@ -559,4 +594,8 @@ def train(a) -> int:
 
 
 if __name__ == "__main__":
-    dist.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # the hint is printed; no traceback
+        code = 130
+    dist.exit(code)

@@ -45,14 +45,17 @@ def write_json(path: Path, obj) -> None:
     write_atomically(path, json.dumps(obj, indent=2, default=float))
 
 
-def check_new_or_resumable(out: Path, config: dict, resume: bool) -> dict | None:
+def check_new_or_resumable(out: Path, config: dict, resume: bool, epochs: int | None = None) -> dict | None:
     """The last checkpoint to resume from (``resume``), or ``None`` for a new run in an unused folder.
+
+    A finished run (one with ``metrics.json``) is resumed only to train it on: ``epochs`` (the
+    user's explicit ``--epochs``, else ``None``) must exceed the epochs it ran.
 
     Raises
     ------
     RunError
-        When ``--resume`` finds nothing, finds a run made with other settings, or a new run would
-        overwrite a run already in ``out``.
+        When ``--resume`` finds nothing, finds a run made with other settings or a finished run
+        without more epochs asked, or a new run would overwrite a run already in ``out``.
     """
     import torch
 
@@ -68,6 +71,10 @@ def check_new_or_resumable(out: Path, config: dict, resume: bool) -> dict | None
     if diff:
         raise RunError(f"--resume: {last} was made with other settings ({', '.join(diff)}); "
                        "use the same arguments, or another --out")
+    if (out / "metrics.json").is_file() and (epochs is None or epochs <= ckpt["epoch"]):
+        raise RunError(f"--resume: {out} is a finished run ({ckpt['epoch']} epochs, tested); it is left as it is. "
+                       f"To train it on, pass --epochs with more than {ckpt['epoch']} "
+                       f"(e.g. --resume --epochs {ckpt['epoch'] + 10}); every output is then rewritten")
     return ckpt
 
 

@@ -1,7 +1,11 @@
 """Tag a recording with a trained run: any audio file in, the top-k tags with scores out.
 
-    python train/tag.py song.mp3 [more files ...] [--run cache/runs/tagging-shortres] [--top-k 10] [--json]
-                        [--taggram taggram.png]
+    python train/tag.py song.mp3 [more files ...] [--run RUN] [--top-k 10] [--json] [--taggram taggram.png]
+
+Without ``--run`` the tagger is musicnn's network trained on the real MagnaTagATune
+(``cache/pretrained/MTT_musicnn``, made from the installed ``musicnn`` package on first use), the
+best tagger for real music the project has; the demo's model (``--run cache/runs/tagging-shortres``)
+is trained on synthetic audio and is used only when asked for, or when musicnn is not installed.
 
 The audio is decoded and featurised exactly as in extraction (16 kHz mono, the run's feature
 parameters and front-end), standardised with the run's training statistics, cut into the
@@ -19,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from data.audio import AudioError, load_audio
+from data.cli import HelpFormatter
 from features.params import FeatureParams
 from train.runfolder import RunError, best_model, load_best
 
@@ -36,12 +41,14 @@ def load_run(run: Path, device="cpu"):
     return model, frontend, ckpt["mean"], ckpt["std"], int(cfg["frames"]), cfg["tags"]
 
 
-def taggram(path, model, frontend, mean, std, frames: int, device="cpu") -> np.ndarray:
+def taggram(path, model, frontend, mean, std, frames: int, device="cpu", tail: bool = False):
     """Sigmoid scores of each non-overlapping crop of one audio file, ``(crops, tags)``.
 
     The crops start at frame 0 every ``frames`` frames and a shorter tail is left out (as on the
     test split, and as musicnn's extractor cuts its patches); a file shorter than one crop is
-    padded with the training mean.
+    padded with the training mean. With ``tail``, a last crop ending at the file's end is added
+    when a tail is left (for the taggram's picture), and ``(scores, start frames, n_frames)`` is
+    returned; the clip score is still the mean of the non-overlapping crops.
     """
     import torch
 
@@ -54,8 +61,12 @@ def taggram(path, model, frontend, mean, std, frames: int, device="cpu") -> np.n
         x = (x - mean[:, None]) / std[:, None]
         if x.shape[1] < frames:  # shorter than one crop: pad with the training mean (0 once standardised)
             x = np.pad(x, ((0, 0), (0, frames - x.shape[1])))
-        crops = np.stack([x[:, t:t + frames] for t in chunk_starts(x.shape[1], frames)])
-        return torch.sigmoid(model(torch.from_numpy(crops).float().to(device))).cpu().numpy()
+        starts = chunk_starts(x.shape[1], frames)
+        if tail and x.shape[1] > starts[-1] + frames:
+            starts = np.append(starts, x.shape[1] - frames)
+        crops = np.stack([x[:, t:t + frames] for t in starts])
+        scores = torch.sigmoid(model(torch.from_numpy(crops).float().to(device))).cpu().numpy()
+        return (scores, starts, x.shape[1]) if tail else scores
 
 
 def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.ndarray:
@@ -68,39 +79,87 @@ def taggram_path(base: Path, song: Path, n_songs: int) -> Path:
     return base if n_songs == 1 else base.with_name(f"{base.stem}_{song.stem}.png")
 
 
+PRETRAINED = Path("cache/pretrained/MTT_musicnn")
+DEMO_RUN = Path("cache/runs/tagging-shortres")
+
+
+def default_run() -> Path:
+    """The best tagger at hand: musicnn's MTT network (made from the package on first use), else the demo's."""
+    if (PRETRAINED / "config.json").is_file():
+        return PRETRAINED
+    from train.pretrained import convert, package_dir
+
+    try:
+        package_dir()
+    except RunError:
+        print(f"note: the musicnn package is not installed, so this tags with the demo's model ({DEMO_RUN}), "
+              "trained on synthetic audio; `pip install --no-deps musicnn==0.1.0` gives a tagger trained on "
+              "the real MagnaTagATune", file=sys.stderr)
+        return DEMO_RUN
+    print(f"first use: making {PRETRAINED} from the musicnn package (train/pretrained.py MTT_musicnn)",
+          file=sys.stderr)
+    return convert("MTT_musicnn", PRETRAINED)
+
+
+def describe(run: Path) -> tuple[str, str]:
+    """The tagger of ``run``: a short name and one line saying what it is and was trained on."""
+    cfg = json.loads((run / "config.json").read_text())
+    pre = cfg.get("pretrained")
+    if pre:
+        name = pre["name"]
+        return name, f"{name} (musicnn's published network, trained on {name[:3]}) from {run}"
+    name = f"{cfg['model']} ({run.name})"
+    return name, f"{cfg['model']} trained by train/run.py on {cfg.get('features_file', '?')}, from {run}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python train/tag.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("audio", nargs="+", type=Path, help="audio files (MP3, WAV, FLAC...; any rate, mono or stereo)")
-    p.add_argument("--run", type=Path, default=Path("cache/runs/tagging-shortres"), help="a tagging run folder")
+    p.add_argument("--run", type=Path, default=None,
+                   help=f"a tagging run folder; default {PRETRAINED} (musicnn trained on the real MTAT, made on "
+                        f"first use), or the demo's {DEMO_RUN} when the musicnn package is not installed")
     p.add_argument("--top-k", type=int, default=10, help="tags to print per file")
     p.add_argument("--json", action="store_true", help="print JSON: {file: {tag: score}} with all tags")
     p.add_argument("--taggram", type=Path, default=None,
-                   help="PNG of the tags x time scores (with several files: one PNG each, named after the file)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+                   help="PNG of the tags x time scores (with several files: one PNG each, named after the "
+                        "file); default: none")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs")
     a = p.parse_args(argv)
     if a.top_k < 1:
         p.error(f"--top-k must be at least 1, got {a.top_k}")
+    if a.taggram and not a.taggram.parent.is_dir():
+        p.error(f"--taggram {a.taggram}: the folder {a.taggram.parent} does not exist; create it or pick another")
+    if a.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            p.error("--device cuda: no CUDA device is available here; use --device cpu")
     try:
-        model, frontend, mean, std, frames, tags = load_run(a.run, a.device)
+        run = a.run or default_run()
+        model, frontend, mean, std, frames, tags = load_run(run, a.device)
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    name, line = describe(run)
+    print(f"tagger: {line}", file=sys.stderr)
     results, failed = {}, 0
     for path in a.audio:
         try:
-            crops = taggram(path, model, frontend, mean, std, frames, a.device)
+            crops, starts, n_frames = taggram(path, model, frontend, mean, std, frames, a.device, tail=True)
         except AudioError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        results[str(path)] = scores = crops.mean(axis=0)
+        whole = max(1, n_frames // frames)  # the clip score: the non-overlapping crops, as on the test split
+        results[str(path)] = scores = crops[:whole].mean(axis=0)
         if a.taggram:
             from train.plots import plot_taggram
 
             png = taggram_path(a.taggram, path, len(a.audio))
-            plot_taggram(crops, tags, frames * frontend.params.hop_length / frontend.params.sr, png,
-                         title=f"Taggram of {path.name}")
+            sec = frontend.params.hop_length / frontend.params.sr
+            plot_taggram(crops, tags, frames * sec, png, title=f"Taggram of {path.name} by {name}",
+                         starts=starts * sec, end=max(n_frames, frames) * sec)
             print(f"taggram: {png}", file=sys.stderr if a.json else sys.stdout)
         if not a.json:
             print(f"{path}")
@@ -108,7 +167,9 @@ def main(argv=None) -> int:
                 print(f"  {scores[t]:.3f}  {tags[t]}")
     if a.json:
         print(json.dumps({f: {t: round(float(s), 6) for t, s in zip(tags, sc)} for f, sc in results.items()}, indent=1))
-    return 2 if failed == len(a.audio) else 0
+    if failed:
+        print(f"{failed} of {len(a.audio)} files could not be tagged (see the errors above)", file=sys.stderr)
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":
