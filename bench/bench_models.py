@@ -22,8 +22,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from features.device import bf16_supported
 from train.models import build_model, count_parameters
-from train.run import DEFAULT_INPUTS, bf16_supported
+from train.registry import DEFAULT_INPUTS
 
 BINS = {"mel": 96, "mfcc": 20, "chroma": 12}
 FRAMES = 188

@@ -31,10 +31,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from data.audio import load_audio
-from features.frontend import pick_device
+from features.device import bf16_supported, pick_device
 from train.feed import Crops, FeatureFile, standardizer
 from train.models import build_model
-from train.run import bf16_supported
 
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 188

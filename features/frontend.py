@@ -24,14 +24,8 @@ import torch
 from torch import nn
 
 from features import filters
+from features.device import pick_device  # noqa: F401  (re-exported)
 from features.params import FEATURES, STFTS, FeatureParams, parse_features  # noqa: F401  (re-exported)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``'auto'``: CUDA when available, else the CPU; ``'cpu'`` and ``'cuda'`` as given."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 class FrontEnd(nn.Module):

@@ -43,6 +43,7 @@ from data.audio import SR, AudioError, load_audio
 from data.cli import HelpFormatter
 from data.files import write_atomically
 from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
+from features.device import device_error, pick_device
 from features.params import STFTS, FeatureParams, parse_features
 from pipeline import store
 
@@ -139,10 +140,8 @@ def parse_args(argv=None):
         parser.error(f"--threads must be at least 1, got {args.threads}")
     if not 0 < args.min_seconds <= args.max_seconds:
         parser.error(f"need 0 < --min-seconds <= --max-seconds, got {args.min_seconds} and {args.max_seconds}")
-    if args.device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            parser.error("--device cuda: no CUDA device is available here; use --device auto or cpu")
+    if device_error(args.device):
+        parser.error(device_error(args.device))
     if args.data is not None and not args.data.is_dir():
         parser.error(f"--data {args.data}: not a folder")
     pick_shard(args, parser, os.environ)
@@ -290,7 +289,6 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.t_start = t_start
     # The heavy libraries load only now that the arguments are good: --help and errors answer at once.
-    from features.frontend import pick_device
     args.device = pick_device(args.device)
     if args.stft == "auto":  # the design: nnAudio batched on the GPU; on the CPU the FFT is cheaper
         args.stft = "nnaudio" if args.device.type == "cuda" else "fft"

@@ -15,6 +15,7 @@ import torch
 from tests import test_train
 from train import dist, run, runfolder
 from train.metric import batch_triplet_loss, make_sampler
+from train.modes import make_mode
 
 REPO = Path(__file__).resolve().parents[1]
 feats = test_train.feats  # the tiny features file (a module-scoped fixture)
@@ -44,11 +45,11 @@ def test_rank_shares_are_disjoint_and_cover_the_epoch(kind, world):
     labels = (np.random.default_rng(0).random((40, 50)) < 0.15).astype(np.uint8)
     n_items = 83  # a short tail batch of 3
     argv = {"tagging": [], "pk": ["--task", "metric"], "triplets": ["--task", "metric", "--mining", "none"]}[kind]
-    a = run.parse_args([*argv, "--batch", "8", "--seed", "5"])
-    sampler = None if kind == "tagging" else make_sampler("overlap", labels, seed=5)
+    mode = make_mode(run.parse_args([*argv, "--batch", "8", "--seed", "5"]))
+    mode.sampler = None if kind == "tagging" else make_sampler("overlap", labels, seed=5)
 
     def plan(rank=0, world=1, epoch=3):
-        return [run.rank_share(a, b, rank, world) for b in run.epoch_plan(a, len(labels), 3, n_items, sampler, epoch, world)]
+        return [mode.share(b, rank, world) for b in mode.plan(len(labels), 3, n_items, epoch, world)]
 
     triplets = kind == "triplets"
     shares = [plan(r, world) for r in range(world)]

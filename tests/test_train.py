@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -464,3 +465,17 @@ def test_no_gpu_is_a_clear_error(capsys):
         with pytest.raises(SystemExit) as exc:
             main(["x.mp3", "--device", "cuda"] if main is tag.main else ["--run", "r", "--device", "cuda"])
         assert exc.value.code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_run_config_round_trips_through_config_json(feats, tmp_path):
+    from train.config import IDENTITY, RunConfig
+
+    out = tmp_path / "run"
+    cfg = run.parse_args(["--features", str(feats), "--task", "metric", "--model", "baseline", "--out", str(out),
+                          "--margin", "0.3", *FAST])
+    assert run.main(["--features", str(feats), "--task", "metric", "--model", "baseline", "--out", str(out),
+                     "--margin", "0.3", *FAST]) == 0
+    back = RunConfig.from_dict(json.loads((out / "config.json").read_text()))
+    assert back.identity() == cfg.identity() and set(cfg.identity()) == set(IDENTITY)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 1.0

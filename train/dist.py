@@ -107,7 +107,7 @@ def init(device: str = "auto", timeout_minutes: float = 10.0):
     import torch
     import torch.distributed as td
 
-    from features.frontend import pick_device
+    from features.device import pick_device
 
     dev = pick_device(device)
     if not launched():

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from data.cli import HelpFormatter
+from features.device import device_error
 from features.params import FeatureParams
 from train import runfolder
 from train.runfolder import RunError
@@ -122,11 +123,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.batch < 1:
         p.error(f"--batch must be at least 1, got {a.batch}")
-    if a.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            p.error("--device cuda: no CUDA device is available here; use --device cpu")
+    if device_error(a.device):
+        p.error(device_error(a.device))
     from train.feed import FeedError
 
     features = a.features

@@ -1,14 +1,12 @@
 """Evaluation of a model on one split: clip-level outputs, the split's loss, and its metrics."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from eval.auc import tag_auc
 from eval.recall import DEFAULT_KS, recall_at_k
 from train.feed import Crops
-from train.metric import blockwise_triplet_loss
 
 
 @torch.no_grad()
@@ -37,16 +35,6 @@ def predict(model, dataset: Crops, task: str, batch: int, device, **loader_kw):
     emb = dataset.per_clip(torch.cat(embs).numpy())
     scores = dataset.per_clip(torch.cat(outs).numpy()) if outs else None
     return scores, emb, dataset.ff.labels[dataset.idx]
-
-
-def split_loss(scores, emb, labels, task: str, margin: float, distance: str, graded: bool, seed: int = 0) -> float:
-    """The loss the learning-rate rule watches: BCE of the clip scores (tagging) or the triplet loss
-    mined in fixed blocks of 256 clips (metric learning; memory bounded by the block)."""
-    if task == "tagging":
-        s = np.clip(scores, 1e-7, 1 - 1e-7)
-        return float(-(labels * np.log(s) + (1 - labels) * np.log(1 - s)).mean())
-    return blockwise_triplet_loss(torch.from_numpy(emb), labels, block=256, seed=seed, margin=margin,
-                                  distance=distance, mining="semihard", graded=graded)
 
 
 def metrics(scores, emb, labels, tags, distance: str = "cosine") -> dict:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from features.timbre import timbre_statistics
 from pipeline import store
 
 
@@ -194,6 +195,41 @@ def chunk_starts(n_frames: int, length: int) -> np.ndarray:
     out); a clip shorter than one crop gives the one crop at 0, which the caller pads.
     """
     return np.arange(max(1, n_frames // length), dtype=np.int64) * length
+
+
+def clip_statistics(ff, idx, feature: str = "mfcc", fn=timbre_statistics) -> np.ndarray:
+    """Per-clip statistics of one stored feature, streamed one clip at a time.
+
+    Parameters
+    ----------
+    ff : train.feed.FeatureFile
+        Opened with ``feature`` among its features (reading only that one is cheapest:
+        ``FeatureFile(path, ('mfcc',))``).
+    idx : array-like of int
+        Clip positions in ``ff`` (e.g. the training split's), the rows of the result.
+    feature : str
+        ``'mfcc'``, ``'mel'`` or ``'chroma'``.
+    fn : callable
+        ``(frames, bins)`` time-major array of one clip -> 1-D statistics: ``features.timbre.timbre_statistics``,
+        or ``lambda m: features.rhythm.rhythm_statistics(m, ff.params)`` with ``'mel'``.
+
+    Returns
+    -------
+    np.ndarray [shape=(len(idx), d)]
+        float32.
+    """
+    if feature not in ff.features:
+        raise ValueError(f"ff holds {', '.join(ff.features)}, not {feature!r}; open it with ({feature!r},)")
+    at = ff.features.index(feature)
+    row, width = sum(ff.widths[:at]), ff.widths[at]
+    idx = np.asarray(idx, dtype=np.int64)
+    out = None
+    for r, i in enumerate(idx):
+        v = np.asarray(fn(ff.crop(int(i), 0, int(ff.n_frames[i]))[row:row + width].T), np.float32)
+        if out is None:
+            out = np.empty((len(idx), len(v)), np.float32)
+        out[r] = v
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def standardizer(ff: FeatureFile, idx: np.ndarray, max_clips: int = 500, seed: int = 0):

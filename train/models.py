@@ -14,7 +14,9 @@ and offers the same three things:
   ``forward(x) == head(embed(x))``;
 - ``embed_dim`` and ``min_frames`` attributes.
 
-No spectrogram is computed inside a model. Build them by name with :func:`build_model`.
+No spectrogram is computed inside a model. Build them by name with :func:`build_model`; their
+names and default inputs are in ``train.registry``. The blocks they share are in ``train.layers``,
+musicnn's ports in ``train.musicnn_arch``; a new architecture belongs here.
 """
 from __future__ import annotations
 
@@ -23,7 +25,10 @@ import math
 import torch
 from torch import nn
 
+from train.layers import (ResBlock2d, SpecAugment, _check_stack, conv_block, conv_stack,  # noqa: F401
+                          count_parameters, init_tag_prior)
 from train.musicnn_arch import Musicnn, MusicnnVGG
+from train.registry import MODEL_NAMES
 from train.shapes import check_bins, check_input
 
 __all__ = [
@@ -44,61 +49,6 @@ __all__ = [
     "count_parameters",
     "init_tag_prior",
 ]
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
-    """Number of parameters of a model.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    trainable_only : bool
-        Count only parameters with ``requires_grad``.
-
-    Returns
-    -------
-    int
-    """
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-def init_tag_prior(model: nn.Module, labels) -> bool:
-    """Set the biases of a network's tag layer to the log-odds of each tag in ``labels``.
-
-    A freshly initialised tag layer predicts 0.5 for every tag, while most tags are rare (a few
-    per cent of MTAT's clips); the first steps then spend themselves on learning the base rates.
-    A network can learn them by saturating its features instead of through the biases: the CRNN
-    did, its GRU states pinned at +-1 and the same for every clip, and never recovered (validation
-    ROC-AUC 0.60 -> 0.49 over 6 epochs on the demo corpus; 0.74 after 3 with this init). Starting
-    from the base rates ("init well", Karpathy's recipe; the prior init of Lin et al.'s focal loss)
-    removes that first phase for every network.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        A tagging network (its ``head``, a ``Linear`` or a ``Sequential`` ending in one) or an
-        embedding network with a ``tag_head``.
-    labels : np.ndarray, shape (n_clips, n_tags)
-        The training clips' 0/1 labels. A tag's rate is smoothed to ``(positives + 0.5) /
-        (n_clips + 1)``, so that a tag absent from the split gets a finite bias.
-
-    Returns
-    -------
-    bool
-        Whether the network had a tag layer (an embedding network without ``tag_head`` has none).
-    """
-    layer = getattr(model, "tag_head", None) or getattr(model, "head", None)
-    if isinstance(layer, nn.Sequential):
-        layer = layer[-1]
-    if not isinstance(layer, nn.Linear):
-        return False
-    labels = torch.as_tensor(labels, dtype=torch.float64)
-    if labels.shape[1] != layer.out_features:
-        raise ValueError(f"labels have {labels.shape[1]} tags, the tag layer {layer.out_features}")
-    rate = (labels.sum(0) + 0.5) / (len(labels) + 1)
-    with torch.no_grad():
-        layer.bias.copy_(torch.log(rate / (1 - rate)))
-    return True
 
 
 class Baseline1D(nn.Module):
@@ -163,53 +113,6 @@ class Baseline1D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Tag logits, ``(B, n_out)``."""
         return self.head(self.embed(x))
-
-
-def conv_block(c_in: int, c_out: int, pool: tuple[int, int], act: type[nn.Module] = nn.ReLU,
-               dropout: float = 0.0) -> nn.Sequential:
-    """``Conv2d(3x3, padding=1)`` - ``BatchNorm2d`` - ``act()`` - ``MaxPool2d(pool)`` [- ``Dropout``].
-
-    The 2-D block of :class:`CNN2D`, :class:`FCN` and :class:`CRNN`. ``padding=1`` keeps the map
-    size through the convolution, so only the pool shrinks it: ``(H, W) -> (H // p0, W // p1)``.
-    Index 0 is the conv and 1 the batch norm, whatever the activation (checkpoint keys rely on it).
-
-    Parameters
-    ----------
-    c_in, c_out : int
-        Input and output channels.
-    pool : tuple of int
-        Max-pool size (and stride) over (mel, time).
-    act : type
-        Activation class, called without arguments.
-    dropout : float
-        Dropout after the pool; none when 0.
-
-    Returns
-    -------
-    torch.nn.Sequential
-    """
-    layers = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.BatchNorm2d(c_out), act(), nn.MaxPool2d(pool)]
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
-
-
-def conv_stack(channels, pools, act: type[nn.Module] = nn.ReLU, dropout: float = 0.0) -> nn.Sequential:
-    """:func:`conv_block` after :func:`conv_block` over a one-channel image, ``channels[i]`` wide.
-
-    ``stack[i]`` maps ``(B, C, H, W)`` to the next map, so the blocks can be run one by one.
-    """
-    c_in = [1, *channels[:-1]]
-    return nn.Sequential(*(conv_block(a, b, p, act, dropout) for a, b, p in zip(c_in, channels, pools)))
-
-
-def _check_stack(model: str, pools, channels, n_mels: int) -> None:
-    # One width per pool, and enough mel rows for the pools to leave at least one.
-    if len(channels) != len(pools):
-        raise ValueError(f"{model} has {len(pools)} conv blocks, got {len(channels)} channel sizes")
-    mel_pool = math.prod(p[0] for p in pools)
-    if n_mels < mel_pool:
-        raise ValueError(f"{model} pools the mel axis by {mel_pool}, so it needs n_mels >= {mel_pool}, got {n_mels}")
 
 
 class CNN2D(nn.Module):
@@ -452,107 +355,6 @@ class CRNN(nn.Module):
         return self.head(self.embed(x))
 
 
-class SpecAugment(nn.Module):
-    """SpecAugment-style masking of standardised features, active only in training mode.
-
-    Each example gets ``n_freq_masks`` bands of up to ``freq_width`` consecutive mel rows and
-    ``n_time_masks`` spans of up to ``time_width`` consecutive frames set to 0, which is the
-    training-set mean after standardisation. Widths and positions are drawn uniformly from
-    torch's default RNG, so ``torch.manual_seed`` makes them reproducible. Frequency masks
-    touch only the first ``n_mels`` rows (masking MFCC/chroma rows as "frequency" would mean
-    nothing); time masks cover all rows so every feature loses the same frames.
-
-    In eval mode the input is returned unchanged.
-
-    Parameters
-    ----------
-    n_mels : int
-        Number of mel rows at the top of the input.
-    n_freq_masks, freq_width : int
-        Number of frequency masks and their maximum width in rows.
-    n_time_masks, time_width : int
-        Number of time masks and their maximum width in frames.
-
-    References
-    ----------
-    Park et al., "SpecAugment: A simple data augmentation method for automatic speech
-    recognition", Interspeech 2019.
-    """
-
-    def __init__(
-        self,
-        n_mels: int,
-        n_freq_masks: int = 2,
-        freq_width: int = 12,
-        n_time_masks: int = 2,
-        time_width: int = 20,
-    ):
-        super().__init__()
-        self.n_mels = n_mels
-        self.n_freq_masks, self.freq_width = n_freq_masks, freq_width
-        self.n_time_masks, self.time_width = n_time_masks, time_width
-
-    @staticmethod
-    def _band_mask(batch: int, n_masks: int, max_width: int, size: int, device) -> torch.Tensor:
-        # (batch, size) boolean mask, the union of n_masks random bands per row.
-        max_width = min(max_width, size)
-        if n_masks <= 0 or max_width <= 0:
-            return torch.zeros(batch, size, dtype=torch.bool, device=device)
-        width = (torch.rand(batch, n_masks, 1, device=device) * (max_width + 1)).floor()
-        start = (torch.rand(batch, n_masks, 1, device=device) * (size - width + 1)).floor()
-        pos = torch.arange(size, device=device)
-        return ((pos >= start) & (pos < start + width)).any(dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Masked copy of ``x`` ``(B, F, T)`` in training mode, ``x`` itself in eval mode."""
-        if not self.training:
-            return x
-        b, f, t = x.shape
-        n_mels = min(self.n_mels, f)
-        freq = self._band_mask(b, self.n_freq_masks, self.freq_width, n_mels, x.device)
-        if n_mels < f:
-            freq = torch.cat([freq, freq.new_zeros(b, f - n_mels)], dim=1)
-        time = self._band_mask(b, self.n_time_masks, self.time_width, t, x.device)
-        return x.masked_fill(freq[:, :, None] | time[:, None, :], 0.0)
-
-    def extra_repr(self) -> str:
-        return (
-            f"n_mels={self.n_mels}, freq={self.n_freq_masks}x{self.freq_width}, "
-            f"time={self.n_time_masks}x{self.time_width}"
-        )
-
-
-class ResBlock2d(nn.Module):
-    """Residual block: two 3x3 conv-BN layers, a shortcut, ReLU after the sum.
-
-    The shortcut is a 1x1 conv + BN when the channel count changes, the identity otherwise.
-    Convolutions have no bias because BatchNorm follows each of them.
-
-    Parameters
-    ----------
-    c_in, c_out : int
-        Input and output channels.
-    """
-
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_out)
-        self.shortcut = (
-            nn.Identity()
-            if c_in == c_out
-            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
-        )
-        self.relu = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
-
-
 class ShortChunkResNet(nn.Module):
     """Short-chunk CNN with residual connections (Won et al., 2020), for stored features.
 
@@ -792,6 +594,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "shortres": ShortChunkResNet,
     "linear": LinearProjection,
 }
+assert tuple(MODELS) == MODEL_NAMES, "train.registry names the networks the command lines offer"
 
 
 def build_model(name: str, n_bins: int, n_mels: int = 96, n_out: int = 50, **kwargs) -> nn.Module:

@@ -24,6 +24,7 @@ import numpy as np
 
 from data.audio import AudioError, load_audio
 from data.cli import HelpFormatter
+from features.device import device_error
 from features.params import FeatureParams
 from train.runfolder import RunError, best_model, load_best
 
@@ -130,11 +131,8 @@ def main(argv=None) -> int:
         p.error(f"--top-k must be at least 1, got {a.top_k}")
     if a.taggram and not a.taggram.parent.is_dir():
         p.error(f"--taggram {a.taggram}: the folder {a.taggram.parent} does not exist; create it or pick another")
-    if a.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            p.error("--device cuda: no CUDA device is available here; use --device cpu")
+    if device_error(a.device):
+        p.error(device_error(a.device))
     try:
         run = a.run or default_run()
         model, frontend, mean, std, frames, tags = load_run(run, a.device)

@@ -1,0 +1,328 @@
+"""The training loop, read top to bottom: set-up, the data, the model, the optimiser, then per epoch
+a training pass, a validation pass, the learning-rate rule and checkpoints; at the end the best
+checkpoint is run on the test split, whose clip scores, embeddings, metrics and plots are saved.
+
+What differs between tagging and metric learning (the network's head, the epoch's batches, the
+loss, the validation score, the results) is the mode's (``train.modes``); the settings are one
+frozen :class:`train.config.RunConfig`.
+
+Under torchrun (``train/dist.py``) ``cfg.batch`` is the global batch: every rank computes the same
+plan of an epoch's batches and trains on its share of each (so an epoch still covers the training
+audio once, and the run takes the plain run's steps with the plain run's batches); metric learning
+mines over the batch gathered from all ranks. Rank 0 alone validates, tests and writes the run
+folder, with the unwrapped network, so those numbers are a single process's; the others wait for
+its validation loss, from which every rank takes the same learning-rate and stop decisions.
+BatchNorm stays per rank (statistics of the local share).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from features.device import bf16_supported
+from train import dist, runfolder
+from train.config import RunConfig
+from train.feed import Crops, FeatureFile, FeedError, standardizer
+from train.models import count_parameters, init_tag_prior
+from train.modes import Mode, TrainForward, make_mode
+from train.plots import plot_curves
+from train.runfolder import RunError
+
+
+class RunLog:
+    """``train.log`` of the run folder (rank 0), printed as it goes; lines wait until the folder exists."""
+
+    def __init__(self, main: bool):
+        self.main, self.file, self.held = main, None, []
+
+    def open(self, path) -> None:
+        self.file = open(path if self.main else os.devnull, "a")
+        self("")  # writes what was held
+
+    def __call__(self, msg: str) -> None:
+        if msg and self.main:
+            print(msg)
+        if msg:
+            self.held.append(msg)
+        if self.file is not None and self.held:
+            self.file.write("\n".join(self.held) + "\n")
+            self.file.flush()
+            self.held.clear()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def optimiser(cfg: RunConfig, model):
+    """The optimiser (AdamW, or the course's Nesterov SGD) and its ReduceLROnPlateau rule."""
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
+                                                           patience=cfg.patience)
+
+
+def place(model, device) -> None:
+    """``model`` on ``device``; channels-last convolutions where they pay.
+
+    With bf16 autocast about 2-3x faster CPU steps where oneDNN has bf16; musicnn's tall and wide
+    single-channel filters run 1.5-2.5x slower channels-last, so it opts out.
+    """
+    fmt = torch.channels_last if getattr(model, "channels_last", True) else torch.contiguous_format
+    model.to(device, memory_format=fmt)
+
+
+def crops_per_clip(cfg: RunConfig, ff: FeatureFile, idx, length: int) -> int:
+    """Random crops of each training clip per epoch; ``auto``: one epoch ~ one pass over the training audio."""
+    if cfg.crops_per_clip != "auto":
+        return int(cfg.crops_per_clip)
+    return max(1, int(round(np.median(ff.n_frames[idx]) / length)))
+
+
+def train_epoch(mode: Mode, net, opt, loader, masks, device, bar) -> dict:
+    """One pass over the epoch's batches; the loss, clips and seconds of this rank, or ``stopped``."""
+    t0, t_wait, seen, steps, total = time.time(), 0.0, 0, 0, 0.0
+    t_ready = time.time()
+    for x, y in loader:
+        t_wait += time.time() - t_ready
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = mode.loss(net, x, y, next(masks))
+        finite = bool(torch.isfinite(loss))
+        if not dist.all_true(finite):  # all ranks stop together, or the others would wait for this one
+            return {"stopped": f"loss is {loss.item()}" if not finite else "the loss of another rank is not finite"}
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(x)
+        seen += len(x)
+        steps += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{total / seen:.4f}", clips_s=f"{seen / (time.time() - t0):.0f}")
+        t_ready = time.time()
+    return {"loss": total, "seen": seen, "steps": steps, "seconds": time.time() - t0, "wait": t_wait}
+
+
+def write_results(cfg: RunConfig, mode: Mode, ff, test: dict, test_loss: float, labels, best_epoch: int,
+                  history: list, seconds: float) -> None:
+    """``metrics.json`` and the plots of a finished run."""
+    out = cfg.out
+    m = {"task": cfg.task, "model": cfg.model, "best_epoch": best_epoch, "epochs_run": len(history),
+         "test_loss": test_loss, "valid": {k.removeprefix("val_"): v for k, v in history[best_epoch - 1].items()
+                                           if k.startswith("val_")} if len(history) >= best_epoch else {},
+         "data_wait_mean": float(np.mean([h["data_wait"] for h in history])),
+         "train_clips_per_s": float(np.mean([h["clips_per_s"] for h in history])), "seconds": seconds}
+    mode.results(m, test, out, ff.tags, labels, f"{cfg.model}, {out.name}")
+    m.update({f"test_{k}": v for k, v in test.items()})
+    runfolder.write_json(out / "metrics.json", m)
+    plot_curves(history, out / "curves.png", mode.curve_keys, title=f"{out.name}: {cfg.task} {cfg.model}",
+                best_epoch=best_epoch)
+
+
+def open_features(cfg: RunConfig):
+    """The features file, the crop length in frames and the three splits; a file or split that cannot
+    feed the run raises ``FeedError`` before anything is written."""
+    ff = FeatureFile(cfg.features, cfg.inputs)
+    split = {s: ff.indices(s) for s in ("train", "valid", "test")}
+    for s, idx in split.items():
+        if len(idx) == 0:
+            raise FeedError(f"{cfg.features}: the {s} split is empty")
+    if cfg.augmented and not ff.n_versions:
+        raise FeedError(f"--augmented: {cfg.features} holds no augmented versions; extract with "
+                        "`python pipeline/extract.py --augment N`")
+    return ff, ff.params.frames(cfg.seconds), split
+
+
+def datasets(ff, split: dict, length: int, mean, std) -> dict:
+    """Random crops of the training clips, the middle crop for validation, every crop for test."""
+    return {"train": Crops(ff, split["train"], length, mean, std, "random"),
+            "valid": Crops(ff, split["valid"], length, mean, std, "fixed"),
+            "test": Crops(ff, split["test"], length, mean, std, "chunks")}
+
+
+def write_config(cfg: RunConfig, ff, length: int, per_clip: int, model) -> None:
+    """Make the run folder (rank 0) and write ``config.json`` from the run's configuration."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    # A finished run trained on (--resume with more --epochs) is unfinished until it is tested again.
+    (cfg.out / "metrics.json").unlink(missing_ok=True)
+    runfolder.write_json(cfg.out / "config.json", {
+        **cfg.identity(), "features_file": str(cfg.features), "feature_params": ff.params.as_dict(),
+        "frames": length, "crops_per_clip_used": per_clip, "tags": list(ff.tags),
+        "n_params": count_parameters(model)})
+
+
+def wrap(model, bf16: bool, device):
+    """The training pass (:class:`train.modes.TrainForward`), in DistributedDataParallel under torchrun."""
+    net = TrainForward(model, bf16)
+    if not dist.launched():
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    # An EmbeddingNet leaves its backbone's tag head unused, which DDP must be told to expect.
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=hasattr(model, "backbone"))
+
+
+def save_epoch(cfg: RunConfig, h: dict, score: float, best: float, model, opt, sched, history, mean, std,
+               seconds: float) -> bool:
+    """``best.pt`` when ``score`` beats ``best``, ``last.pt`` always; whether the epoch was the best so far."""
+    config, epoch = cfg.identity(), h["epoch"]
+    improved = score > best
+    if improved:
+        runfolder.save_checkpoint({"model": model.state_dict(), "config": config, "mean": mean, "std": std,
+                                   "epoch": epoch, "score": score}, cfg.out / "best.pt")
+    runfolder.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                               "epoch": epoch, "best": max(score, best), "history": history, "config": config,
+                               "mean": mean, "std": std, "seconds": seconds}, cfg.out / "last.pt")
+    return improved
+
+
+def test_best(cfg: RunConfig, mode: Mode, ff, evaluated, idx, history: list, seconds: float, log) -> None:
+    """Save the best checkpoint's test outputs (``evaluated``, on the clips ``idx``) and results; say them."""
+    out = cfg.out
+    scores, emb, labels, test_loss, test = evaluated
+    best_epoch = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["epoch"]
+    runfolder.save_outputs(out, scores, emb, labels, ff.clip_id[idx], ff.tags)
+    write_results(cfg, mode, ff, test, test_loss, labels, best_epoch, history, seconds)
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
+    log(f"\ntest ({len(idx)} clips, best epoch {best_epoch}): {shown}")
+    log(f"run folder {out}: metrics.json, best.pt, "
+        + ("predictions/embeddings/labels .npy, curves.png, tag_roc_auc.png" if scores is not None
+           else "embeddings/labels .npy, curves.png"))
+    log(f"evaluate again: python eval/recall.py {out / 'embeddings.npy'}"
+        + (f"   python eval/auc.py {out / 'predictions.npy'}" if scores is not None else ""))
+
+
+def start_line(cfg: RunConfig, model, ff, length: int, split: dict, per_clip: int, device, bf16: bool,
+               augmented: int) -> str:
+    """The log's first line: what trains on what, where."""
+    return (f"{cfg.task} {cfg.model}: {count_parameters(model):,} parameters, inputs {','.join(cfg.inputs)} "
+            f"({ff.bins} bins x {length} frames), {len(split['train'])}/{len(split['valid'])}/{len(split['test'])} "
+            f"train/valid/test clips, {per_clip} crop(s) per clip per epoch, {device}{' bf16' if bf16 else ''}"
+            + (f", {dist.world()} ranks sharing each batch of {cfg.batch}" if dist.launched() else "")
+            + (f", the original or one of {augmented} augmented versions per clip per epoch" if augmented else ""))
+
+
+def train(cfg: RunConfig) -> int:
+    # ---------------------------------------------------------------- set-up
+    out, mode = cfg.out, make_mode(cfg)
+    device = dist.init(cfg.device, cfg.dist_timeout)  # under torchrun: joins the job, this rank's device
+    rank, world, main = dist.rank(), dist.world(), dist.is_main()
+    if cfg.batch < 2 * world:
+        raise RunError(f"--batch {cfg.batch} is the global batch, shared by {world} ranks: it must be at least "
+                       f"{2 * world}, so that every rank's BatchNorm trains on 2 clips or more")
+    torch.manual_seed(cfg.seed)
+    config = cfg.identity()
+    ckpt_last, ckpt_best = out / "last.pt", out / "best.pt"
+
+    # ---------------------------------------------------------------- data (inputs before outputs)
+    ff, length, split = open_features(cfg)
+    # Rank 0 alone reads and writes the run folder, which need exist on its machine only.
+    resume = dist.from_main(runfolder.check_new_or_resumable, out, config, cfg.resume,
+                            cfg.epochs if cfg.epochs_given else None)
+    init = dist.from_main(runfolder.load_best, cfg.init, "cpu", "tagging", cfg.model, cfg.inputs,
+                          what="--init")[1] if cfg.init and not resume else None
+    if resume or init:  # a started backbone learnt on inputs scaled this way
+        mean, std = (resume or init)["mean"], (resume or init)["std"]
+    else:
+        mean, std = dist.from_main(standardizer, ff, split["train"], seed=cfg.seed)
+    sets = datasets(ff, split, length, mean, std)
+    augmented = ff.n_versions if cfg.augmented is not False else 0  # versions per clip drawn from
+    labels_train = ff.labels[split["train"]]
+    loader_kw = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    per_clip = crops_per_clip(cfg, ff, split["train"], length)
+    n_items = len(split["train"]) * per_clip
+    if cfg.steps_per_epoch:  # draw only what the capped epoch uses
+        n_items = min(n_items, cfg.steps_per_epoch * cfg.batch)
+    mode.prepare(ff, split["train"], labels_train)
+
+    # ---------------------------------------------------------------- model and optimiser
+    model = mode.network(ff)
+    init_tag_prior(model, labels_train)  # the tag layer starts from the tags' base rates
+    place(model, device)
+    opt, sched = optimiser(cfg, model)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported(device))
+    start_epoch, best, history = 1, -math.inf, []
+    if init:
+        model.backbone.load_state_dict(init["model"])
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        sched.load_state_dict(resume["sched"])
+        start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
+    net = wrap(model, bf16, device)
+
+    # ---------------------------------------------------------------- the run folder, made once the run can start
+    log = RunLog(main)
+    if main:
+        write_config(cfg, ff, length, per_clip, model)
+    log.open(out / "train.log")
+    if resume:
+        log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
+    log(start_line(cfg, model, ff, length, split, per_clip, device, bf16, augmented))
+
+    def evaluate(dataset):
+        return mode.evaluate(model, dataset, device, ff.tags, cfg.batch * 2, **loader_kw)
+
+    # ---------------------------------------------------------------- training
+    # The run's time is carried in last.pt, so a resumed run (or one only tested again) keeps what it had.
+    t_run = time.time() - (resume.get("seconds", 0.0) if resume else 0.0)
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        model.train()
+        torch.manual_seed(cfg.seed * 100_003 + epoch + 1_000_003 * rank)  # this rank's random crops and dropout
+        batches = mode.plan(len(split["train"]), per_clip, n_items, epoch, world)
+        if augmented:  # this epoch's version of each clip (0: the original), the same on every rank
+            sets["train"].set_versions(np.random.default_rng([cfg.seed, epoch, 1]).integers(0, augmented + 1,
+                                                                                        len(split["train"])))
+        loader = DataLoader(sets["train"], batch_sampler=[mode.share(b, rank, world) for b in batches],
+                            collate_fn=Crops.collate, **loader_kw)
+        with tqdm(total=len(batches), desc=f"epoch {epoch}", unit="batch", disable=cfg.quiet or not main,
+                  dynamic_ncols=True, leave=False) as bar:
+            ep = train_epoch(mode, net, opt, loader, mode.masks(batches, world), device, bar)
+        if "stopped" in ep:
+            log(f"error: {ep['stopped']} at epoch {epoch}; stopping (the last good checkpoint is {ckpt_last})")
+            log.close()
+            return 1
+        total_loss, seen = dist.sum_all(ep["loss"], ep["seen"])  # over all ranks' shares
+
+        # Rank 0 validates alone, with the unwrapped network: a single process's numbers.
+        if main:
+            with warnings.catch_warnings():  # tags absent from a small validation split: said once, at test
+                warnings.simplefilter("ignore")
+                *_, val_loss, val = evaluate(sets["valid"])
+        val_loss = dist.broadcast(val_loss if main else None)  # the others wait here for it
+        sched.step(val_loss)  # the same step on every rank: the same lr, the same stop
+        lr = opt.param_groups[0]["lr"]
+        if main:
+            h = {"epoch": epoch, "steps": ep["steps"], "train_loss": total_loss / seen, "val_loss": val_loss, "lr": lr,
+                 "clips_per_s": seen / ep["seconds"], "data_wait": ep["wait"] / ep["seconds"],
+                 **{f"val_{k}": v for k, v in val.items() if k != "per_tag"}}
+            history.append(h)
+            score = mode.score(val, val_loss)
+            improved = save_epoch(cfg, h, score, best, model, opt, sched, history, mean, std, time.time() - t_run)
+            best = max(score, best)
+            shown = "  ".join(f"{k.removeprefix('val_')} {v:.4f}" for k, v in h.items() if k.startswith("val_"))
+            log(f"epoch {epoch:3d}  train_loss {h['train_loss']:.4f}  {shown}  lr {lr:.1e}  "
+                f"{h['clips_per_s']:.0f} clips/s  data wait {100 * h['data_wait']:.1f}%" + ("  *" if improved else ""))
+        if lr < cfg.stop_lr:
+            log(f"learning rate {lr:.1e} fell below --stop-lr {cfg.stop_lr:.1e}: stopping")
+            break
+    if not main:  # rank 0 alone tests and writes the results
+        log.close()
+        return 0
+    if not ckpt_best.exists():
+        raise RunError(f"{out}: no epoch finished, so there is no checkpoint to test")
+
+    # ---------------------------------------------------------------- test with the best checkpoint
+    model.load_state_dict(torch.load(ckpt_best, map_location=device, weights_only=False)["model"])
+    test_best(cfg, mode, ff, evaluate(sets["test"]), split["test"], history, time.time() - t_run, log)
+    log.close()
+    return 0
