@@ -2,12 +2,14 @@
 
     python pipeline/extract.py --features mel,mfcc[,chroma] [--data ROOT] [--split gct634|standard]
                                [--out cache/features.h5] [--dtype float32|float16] [--device auto|cpu|cuda]
-                               [--stft auto|fft|nnaudio] [--workers N] [--threads N] [--batch N] [--shard I/N]
+                               [--stft auto|fft|nnaudio] [--workers N] [--threads N] [--batch N] [--place P] [--shard I/N]
                                [--augment V] [--augment-seed S]
 
-Worker processes decode audio (MP3 or pre-decoded .npy) a batch at a time; on the CPU each worker
-also computes its batch's features (FFT STFT, one torch thread) and the main process only writes,
-while on CUDA the main process runs the batched front-end (nnAudio STFT) on the GPU. A killed run
+This is the command line and the file's set-up; ``pipeline/engine.py`` runs the work: worker
+processes of a torch ``DataLoader`` decode audio (MP3 or pre-decoded .npy) a batch at a time; on the
+CPU each worker also computes its batch's features (FFT STFT, one torch thread), while on CUDA the
+batch crosses as one padded shared-memory tensor and the front-end (nnAudio STFT) runs on the GPU;
+a thread writes each batch behind the next one's compute. A killed run
 re-run with the same arguments continues from the clips it had finished; the output appears only
 when complete (written as ``OUT.part``, then renamed). Bad clips are reported, listed in ``OUT``
 with suffix ``.log`` and skipped.
@@ -25,12 +27,9 @@ shards into one file in the clip order of an unsharded run.
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import hashlib
-import itertools
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from data.audio import SR, AudioError, load_audio
+from data.audio import SR
 from data.cli import HelpFormatter
 from data.files import write_atomically
 from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
@@ -90,7 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the front-end; default: the cores left by the workers, at least 1 "
                         "(on 2 cores, 2 workers and 1 thread beat 1 worker and 2 threads: bench/RESULTS.md)")
-    p.add_argument("--batch", type=int, default=32, help="clips per front-end batch")
+    p.add_argument("--batch", type=int, default=None,
+                   help="most clips per front-end batch; default: on a GPU up to 256, sized by audio (128 clips "
+                        "of 30 s); on the CPU 32, or fewer so that every worker gets a batch")
+    p.add_argument("--place", choices=("auto", "workers", "main"), default="auto",
+                   help="where the front-end runs: in the decoding workers, or in this process on the device "
+                        "with the copy back and the writes overlapped (the GPU's pipeline); auto: main on CUDA, "
+                        "workers on the CPU")
     p.add_argument("--augment", type=int, default=0, metavar="V",
                    help="also store V augmented versions (features/augment.py effect chains) of every training "
                         "clip; validation and test clips are never augmented")
@@ -128,7 +133,7 @@ def parse_args(argv=None):
                                     n_chroma=args.n_chroma, top_db=args.top_db)
     except ValueError as exc:
         parser.error(str(exc))
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
     if args.augment < 0:
         parser.error(f"--augment must be 0 or more, got {args.augment}")
@@ -239,51 +244,6 @@ def describe_changes(diff: list[str], want: store.Header, have: store.Header) ->
     return ", ".join(f"{k} {a[k]!r} in the file, {b[k]!r} asked" for k in diff)
 
 
-def _decode(path, min_samples: int, max_samples: int):
-    """``(waveform cut to max_samples, None, length before the cut)``, or ``(None, error, 0)``."""
-    try:
-        y = load_audio(path, sr=SR)
-    except AudioError as exc:
-        return None, str(exc), 0
-    if len(y) < min_samples:
-        return None, f"{path}: too short ({len(y) / SR:.2f} s; --min-seconds is {min_samples / SR:.2f})", 0
-    return y[:max_samples], None, len(y)
-
-
-def plan_batches(rooms: np.ndarray, batch: int, budget: int) -> list[tuple[int, int]]:
-    """Consecutive clip ranges ``[start, end)`` for the front-end.
-
-    A range holds at most ``batch`` clips and, padded to its longest clip, at most ``budget``
-    frames (a clip longer than that gets a range of its own), so long songs never make one batch
-    hold gigabytes. Ranges depend on the stored rooms only, so a resumed run repeats them.
-    """
-    out, start, longest = [], 0, 0
-    for i, r in enumerate(np.asarray(rooms, np.int64)):
-        longest_with = max(longest, int(r))
-        if i > start and (i - start + 1 > batch or (i - start + 1) * longest_with > budget):
-            out.append((start, i))
-            start, longest_with = i, int(r)
-        longest = longest_with
-    if len(rooms):
-        out.append((start, len(rooms)))
-    return out
-
-
-def imap_bounded(pool, fn, tasks, ahead: int):
-    """``pool.imap(fn, tasks)`` with at most ``ahead`` results in flight.
-
-    ``Pool.imap`` queues every task at once and buffers results the consumer has not taken: when
-    decoding outpaces the front-end, decoded audio piles up (some 40 GB for MTAT).
-    """
-    it = iter(tasks)
-    flight = collections.deque(pool.apply_async(fn, (t,)) for t in itertools.islice(it, ahead))
-    while flight:
-        result = flight.popleft().get()
-        for t in itertools.islice(it, 1):
-            flight.append(pool.apply_async(fn, (t,)))
-        yield result
-
-
 def main(argv=None) -> int:
     t_start = time.time()
     args = parse_args(argv)
@@ -387,227 +347,22 @@ def main(argv=None) -> int:
     return 0
 
 
-#: What a decoding worker runs besides decoding, inherited from the parent at fork: the front-end
-#: (CPU extraction; ``None`` on CUDA, where the parent runs it) and the ``FeatureParams`` of the
-#: rhythm statistics (``None`` when the file stores none).
-_FRONTEND = None
-_RHYTHM = None
-
-
-def _init_worker() -> None:
-    import torch
-    torch.set_num_threads(1)  # the workers are the parallelism: one thread each
-
-
-def featurize(frontend, waves: list[np.ndarray]) -> tuple[dict, np.ndarray]:
-    """Features of a batch of waveforms, zero-padded to the longest: ``({name: (B, T, bins)}, n_frames)``."""
-    import torch
-
-    lengths = np.array([len(y) for y in waves])
-    wave = np.zeros((len(waves), lengths.max()), np.float32)
-    for j, y in enumerate(waves):
-        wave[j, :lengths[j]] = y
-    device = frontend.dct.device
-    res = frontend(torch.from_numpy(wave).to(device), torch.from_numpy(lengths).to(device))
-    n_frames = res.pop("n_frames").cpu().numpy()
-    return {k: v.cpu().numpy() for k, v in res.items()}, n_frames
-
-
-def featurize_all(frontend, waves: list[np.ndarray], size: int) -> tuple[dict, np.ndarray]:
-    """:func:`featurize` in batches of at most ``size`` waves: ``({name: [per wave (T, bins)]}, n_frames)``.
-
-    The versions of a batch are (--augment) times its clips; batches of the batch's size keep the
-    padded front-end input as small as the originals'.
-    """
-    feats, n_frames = {}, []
-    for at in range(0, len(waves), max(1, size)):
-        got, n = featurize(frontend, waves[at:at + max(1, size)])
-        for name, x in got.items():
-            feats.setdefault(name, []).extend(x)
-        n_frames.append(n)
-    return feats, np.concatenate(n_frames) if n_frames else np.zeros(0, np.int64)
-
-
-def rhythm_of(feats: dict, n_frames: np.ndarray, params) -> tuple[np.ndarray | None, float]:
-    """``/rhythm`` rows of a batch from its dB log-mel (``None`` without one) and the seconds they took."""
-    if params is None or "mel" not in feats:
-        return None, 0.0
-    from features.rhythm import rhythm_batch
-
-    t = time.perf_counter()
-    return rhythm_batch(feats["mel"], n_frames, params), time.perf_counter() - t
-
-
-def render_versions(y: np.ndarray, path, todo) -> tuple[list, list, dict]:
-    """Render the versions ``todo`` (``[(row of /augmented, version, chain JSON)]``) of one clip.
-
-    Returns the rendered rows, their waveforms, and ``{row: message}`` for those that failed (a
-    version is skipped like a bad clip, never stopping the run).
-    """
-    from features.augment import apply
-
-    rows, waves, errors = [], [], {}
-    for k, v, chain in todo:
-        try:
-            w = apply(y, SR, json.loads(chain))
-            if len(w) < 2 or not np.isfinite(w).all():
-                raise ValueError(f"rendered {len(w)} samples, {int((~np.isfinite(w)).sum())} not finite")
-        except Exception as exc:  # any effect's failure: report it, keep the original
-            errors[k] = f"{path}: augmented version {v} failed to render ({type(exc).__name__}: {exc}); skipped"
-        else:
-            rows.append(k)
-            waves.append(w)
-    return rows, waves, errors
-
-
-def _batch_job(task) -> dict:
-    """Decode the clips of one batch, render their versions and, in a worker with a front-end (CPU),
-    compute their features.
-
-    Returns the rows, the decoding errors, each good clip's length before the ``--max-seconds`` cut
-    (``full``, in row order: its keys are the good rows), and either ``features``, ``n_frames`` (and
-    ``rhythm``) or, for the parent's front-end (GPU), the ``waves``; ``versions`` holds the same for
-    the batch's augmented versions (rows of ``/augmented``), with ``bad`` (failed, or of a skipped
-    clip) and ``errors``. ``seconds``: this job's time in all, on versions, on rhythm statistics.
-    """
-    t0 = time.perf_counter()
-    rows, paths, min_samples, max_samples, todo = task
-    out = {"rows": rows, "errors": {}, "full": {}}
-    waves, v_rows, v_waves, v_bad, v_errors, t_versions = [], [], [], [], {}, 0.0
-    for row, path in zip(rows, paths):
-        y, err, full = _decode(path, min_samples, max_samples)
-        if err:
-            out["errors"][row] = err
-            v_bad += [k for k, _, _ in todo.get(row, ())]
-            continue
-        out["full"][row] = full
-        waves.append(y)
-        if row in todo:
-            t = time.perf_counter()
-            got_rows, got_waves, errors = render_versions(y, path, todo[row])
-            t_versions += time.perf_counter() - t
-            v_rows += got_rows
-            v_waves += got_waves
-            v_bad += list(errors)
-            v_errors.update(errors)
-    t_rhythm = 0.0
-    if waves and _FRONTEND is not None:
-        out["features"], out["n_frames"] = featurize(_FRONTEND, waves)
-        out["rhythm"], t_rhythm = rhythm_of(out["features"], out["n_frames"], _RHYTHM)
-    elif waves:
-        out["waves"] = waves
-    if todo:
-        out["versions"] = versions = {"rows": v_rows, "bad": v_bad, "errors": v_errors}
-        t = time.perf_counter()
-        if v_waves and _FRONTEND is not None:
-            versions["features"], versions["n_frames"] = featurize_all(_FRONTEND, v_waves, len(rows))
-        elif v_waves:
-            versions["waves"] = v_waves
-        t_versions += time.perf_counter() - t
-    out["seconds"] = (time.perf_counter() - t0, t_versions, t_rhythm)
-    return out
-
-
 def run_batches(writer: store.Writer, paths: list[Path], args) -> dict:
-    """Decode and extract every unfinished batch, in worker processes; return run statistics.
-
-    On the CPU each worker decodes a whole batch, renders its augmented versions and computes their
-    features (one torch thread per worker) and this process only writes; on CUDA the workers decode
-    and render and this process runs the batched front-end on the GPU. Batches are fixed index
-    ranges, and a batch is done again (versions included) until it and its versions are all
-    recorded, so a resumed run computes exactly the batches an uninterrupted run would have, and
-    gets the same numbers.
-    """
-    global _FRONTEND, _RHYTHM
+    """Extract every unfinished batch of ``writer``'s file (``pipeline.engine``); the run's statistics."""
     import torch
-    from tqdm import tqdm
 
     from features.frontend import FrontEnd
+    from pipeline.engine import extract_all
 
-    ranges = plan_batches(writer.room, args.batch, args.batch * args.params.frames(30.0))
-    table = writer.versions
-    todo, v_row = {}, np.zeros(0, np.int64)
-    if table is not None:
-        v_row = table["row"].to_numpy()
-        for k, (r, v, chain) in enumerate(zip(v_row, table["version"], table["chain"])):
-            todo.setdefault(int(r), []).append((k, int(v), chain))
-
-    def unfinished(b, e):
-        if (writer.status[b:e] != 1).any():
-            return True
-        return table is not None and (writer.v_status[np.searchsorted(v_row, b):np.searchsorted(v_row, e)] == 0).any()
-
-    pending = [(b, e) for b, e in ranges if unfinished(b, e)]
-    # Clips skipped by an earlier run of this file are decoded again only to list why.
-    queued = {i for b, e in pending for i in range(b, e)}
-    relist = [int(i) for i in np.flatnonzero(writer.status == -1) if i not in queued]
-    min_samples, max_samples = int(args.min_seconds * SR), int(args.max_seconds * SR)
-    tasks = [(list(range(b, e)), [paths[i] for i in range(b, e)], min_samples, max_samples,
-              {i: todo[i] for i in range(b, e) if i in todo}) for b, e in pending]
-    tasks += [([i], [paths[i]], min_samples, max_samples, {}) for i in relist]
-    device = args.device
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
-    frontend = FrontEnd(args.features, args.params).to(device)
-    rhythm_params = args.params if writer.rhythm is not None else None
-    use_pool = args.workers > 0 and len(tasks) > 1
-    # The workers inherit the front-end at fork; on CUDA it stays here, in one process.
-    _FRONTEND = frontend if use_pool and device.type == "cpu" else None
-    _RHYTHM = rhythm_params
-    if rhythm_params is not None:  # librosa's imports and numba's compilation once, before the workers fork
-        from features.rhythm import rhythm_statistics
-        rhythm_statistics(np.random.default_rng(0).standard_normal((400, args.params.n_mels)) * 10, rhythm_params)
-    pool = mp.Pool(args.workers, initializer=_init_worker) if use_pool else None
-    results = imap_bounded(pool, _batch_job, tasks, ahead=2 * args.workers) if pool else map(_batch_job, tasks)
-    errors, v_errors, audio_seconds, truncated, t0 = {}, {}, 0.0, 0, time.time()
-    work = np.zeros(3)  # seconds of the jobs in all, of their versions, of their rhythm statistics
-    startup = t0 - args.t_start  # imports, reading the annotations, creating the file, the front-end
-    n_versions = sum(len(v) for t in tasks for v in t[4].values())
-    bar = tqdm(total=sum(len(t[0]) for t in tasks) + n_versions, unit="clip", disable=args.quiet,
-               dynamic_ncols=True, desc="extract" + (f" (+{args.augment} versions per train clip)" if n_versions else ""))
-    try:
-        for k, out in enumerate(results):
-            versions = out.get("versions")
-            bar.update(len(out["rows"]) + (len(versions["rows"]) + len(versions["bad"]) if versions else 0))
-            for row, err in [*out["errors"].items(), *(versions or {}).get("errors", {}).items()]:
-                bar.write(f"skipped: {err}")
-            errors.update(out["errors"])
-            v_errors.update((versions or {}).get("errors", {}))
-            if k >= len(pending):  # a re-listed old failure: its batch is already done
-                continue
-            good = list(out["full"])
-            bad = [i for i in out["rows"] if i not in out["full"]]
-            feats, n_frames, rhythm = {}, np.zeros(0, np.int64), None
-            work += out["seconds"]
-            t = time.perf_counter()
-            if good:
-                if "waves" in out:  # the front-end runs here (GPU)
-                    out["features"], out["n_frames"] = featurize(frontend, out.pop("waves"))
-                    out["rhythm"], took = rhythm_of(out["features"], out["n_frames"], rhythm_params)
-                    work[2] += took
-                feats, n_frames, rhythm = out["features"], out["n_frames"], out.get("rhythm")
-                audio_seconds += sum(min(out["full"][i], max_samples) for i in good) / SR
-                cut = np.array([out["full"][i] > max_samples for i in good])
-                truncated += int((cut | (n_frames > writer.room[good])).sum())
-            if versions and "waves" in versions:
-                t_v = time.perf_counter()
-                versions["features"], versions["n_frames"] = featurize_all(frontend, versions.pop("waves"), args.batch)
-                work[1] += time.perf_counter() - t_v
-            if versions and not versions["rows"]:
-                versions.update(features={}, n_frames=[])
-            work[0] += time.perf_counter() - t
-            writer.write(good, feats, n_frames, bad, rhythm, versions)
-            bar.set_postfix(skipped=len(errors) + len(v_errors))
-    finally:
-        bar.close()
-        _FRONTEND = _RHYTHM = None
-        if pool:
-            pool.terminate()
-    listed = {paths[i]: e for i, e in sorted(errors.items())}
-    listed.update((f"{paths[int(v_row[k])]} version {k}", e) for k, e in sorted(v_errors.items()))
-    return dict(errors=listed, seconds=time.time() - t0, startup=startup,
-                clips=sum(len(t[0]) for t in tasks) - len(errors), audio_seconds=audio_seconds,
-                truncated=truncated, device=device, params=args.params, versions=n_versions,
-                versions_failed=len(v_errors), work=work)
+    # cuDNN's TF32 convolutions (on by default) would move nnAudio's STFT off librosa's numbers.
+    torch.backends.cudnn.allow_tf32 = False
+    frontend = FrontEnd(args.features, args.params).to(args.device)
+    startup = time.time() - args.t_start  # imports, reading the annotations, creating the file, the front-end
+    stats = extract_all(writer, paths, frontend, args.device, workers=args.workers, batch=args.batch,
+                        min_samples=int(args.min_seconds * SR), max_samples=int(args.max_seconds * SR),
+                        quiet=args.quiet, versions_per_clip=args.augment, place=args.place)
+    return dict(stats, startup=startup, device=args.device, params=args.params)
 
 
 def write_log(path: Path, errors: dict) -> None:

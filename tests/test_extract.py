@@ -13,7 +13,7 @@ import torch
 from data.audio import load_audio
 from data.mtat import TAGS, find_audio, read_annotations
 from features.frontend import FeatureParams, FrontEnd
-from pipeline import extract, store
+from pipeline import engine, extract, store
 from tests.conftest import die_after_writes, make_corpus, write_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,7 +257,7 @@ def test_long_clips_get_their_own_room_and_the_cap_is_reported(tmp_path, capsys)
 
 def test_batches_are_bounded_in_clips_and_frames():
     rooms = np.array([100] * 5 + [1000] + [100] * 3 + [5000] + [100] * 2)
-    ranges = extract.plan_batches(rooms, batch=4, budget=2000)
+    ranges = engine.plan_batches(rooms, batch=4, budget=2000)
     assert ranges[0] == (0, 4) and ranges[-1][1] == len(rooms)
     assert [i for b, e in ranges for i in range(b, e)] == list(range(len(rooms)))  # a partition, in order
     for b, e in ranges:
@@ -280,3 +280,64 @@ def test_interrupted_extraction_says_how_to_continue(corpus, tmp_path, monkeypat
         run(corpus, out)
     err = capsys.readouterr().err
     assert f"interrupted: {out}.part keeps the 4 of" in err and "run the same command again" in err
+
+
+def _same_features(a, b, rtol=1e-5, atol=1e-4):
+    (da, _), (db, _) = read_all(a), read_all(b)
+    for k in ("status", "n_frames", "frame_start", "room", "labels"):
+        np.testing.assert_array_equal(da[k], db[k])
+    for k in ("mel", "mfcc", "chroma", "rhythm"):
+        np.testing.assert_allclose(db[k], da[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_gpu_pipeline_runs_on_the_cpu_and_gives_the_same_file(corpus, tmp_path, workers):
+    # --place main is the GPU's pipeline (padded batches to this process, front-end here, copy back
+    # and writes behind in a thread); on the CPU it must give what the workers' front-end gives.
+    ref, main = tmp_path / "workers.h5", tmp_path / "main.h5"
+    assert run(corpus, ref, "--workers", workers, "--place", "workers") == 0
+    assert run(corpus, main, "--workers", workers, "--place", "main") == 0
+    _same_features(ref, main)
+
+
+def test_gpu_pipeline_resumes_to_the_uninterrupted_file(corpus, tmp_path, monkeypatch, capsys):
+    full, out = tmp_path / "full.h5", tmp_path / "f.h5"
+    assert run(corpus, full, "--place", "main") == 0
+    die_after_writes(monkeypatch, 2)  # the write-behind thread is killed at its third batch
+    with pytest.raises(KeyboardInterrupt):
+        run(corpus, out, "--place", "main")
+    monkeypatch.undo()
+    assert (store.read_table(out.with_name("f.h5.part"))["status"] == 1).sum() == 8  # two batches of 4 kept
+    assert run(corpus, out, "--place", "main") == 0
+    a, _ = read_all(full)
+    b, _ = read_all(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_small_jobs_give_every_worker_a_batch():
+    frames = 1 + 30 * 16000 // 256
+    cpu = torch.device("cpu")
+    clips, budget = engine.batch_limits(cpu, workers=16, n_clips=200, batch=None, frames_30s=frames)
+    rooms = np.full(200, frames)
+    assert clips == 13 and len(engine.plan_batches(rooms, clips, budget)) >= 16  # not 7 batches of 32
+    assert engine.batch_limits(cpu, workers=2, n_clips=21108, batch=None, frames_30s=frames)[0] == 32
+    cuda_clips, cuda_budget = engine.batch_limits(torch.device("cuda"), 16, 21108, None, frames)
+    assert cuda_clips == 256 and cuda_budget == 128 * frames  # a GPU batch is sized by audio
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_extraction_on_cuda_equals_the_cpu(corpus, tmp_path):
+    cpu, cuda = tmp_path / "cpu.h5", tmp_path / "cuda.h5"
+    assert run(corpus, cpu, "--device", "cpu", "--stft", "fft") == 0
+    assert run(corpus, cuda, "--device", "cuda", "--stft", "nnaudio", "--workers", "2") == 0
+    # the two STFT back-ends and devices agree within the front-end's parity tolerances (dB, MFCC, chroma)
+    (da, _), (db, _) = read_all(cpu), read_all(cuda)
+    np.testing.assert_array_equal(da["n_frames"], db["n_frames"])
+    # each is within test_features.TOL of librosa, so within twice that of each other
+    np.testing.assert_allclose(db["mel"], da["mel"], atol=0.02)
+    np.testing.assert_allclose(db["mfcc"], da["mfcc"], atol=0.1)
+    np.testing.assert_allclose(db["chroma"], da["chroma"], atol=2e-4)
+    # rhythm statistics derive from the mel: the onset strength follows it (a tempo may tie-break otherwise)
+    assert np.isfinite(db["rhythm"]).all()
+    np.testing.assert_allclose(db["rhythm"][:, 2], da["rhythm"][:, 2], rtol=1e-2, atol=1e-3)
