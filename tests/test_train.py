@@ -479,3 +479,65 @@ def test_run_config_round_trips_through_config_json(feats, tmp_path):
     assert back.identity() == cfg.identity() and set(cfg.identity()) == set(IDENTITY)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_resident_feed_draws_the_memmap_feeds_crops(tmp_path, dtype):
+    from train.feed import Resident, ResidentCrops
+
+    f = tiny_features(tmp_path, "mel,chroma", 2, "--dtype", dtype, name=f"{dtype}.h5")
+    ff = FeatureFile(f, ("mel", "chroma"))
+    idx = ff.indices("train")
+    mean, std = standardizer(ff, idx)
+    resident = Resident(ff, np.arange(len(ff)), torch.device("cpu"), block=3)
+    assert resident.data.dtype == (torch.float16 if dtype == "float16" else torch.float32)
+    assert resident.data.nbytes == Resident.nbytes(ff, np.arange(len(ff)))
+    for mode, items in (("random", idx), ("fixed", ff.indices("valid")), ("chunks", ff.indices("test"))):
+        mem, res = Crops(ff, items, 50, mean, std, mode), ResidentCrops(ff, items, 50, mean, std, mode, resident)
+        plan = [list(range(i, min(i + 3, len(mem)))) for i in range(0, len(mem), 3)]
+        torch.manual_seed(7)
+        a = list(DataLoader(mem, batch_sampler=plan, collate_fn=Crops.collate))
+        torch.manual_seed(7)
+        b = list(DataLoader(res, batch_sampler=plan, collate_fn=Crops.collate))
+        for (xa, ya), (xb, yb) in zip(a, b):  # the same crops, to the bit
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_resident_run_equals_a_memmap_run(feats, tmp_path):
+    outs = {}
+    for feed in ("memmap", "resident"):
+        out = tmp_path / feed
+        assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), "--feed", feed,
+                         *FAST]) == 0
+        outs[feed] = out
+        assert feed in (out / "train.log").read_text().splitlines()[0]
+    for name in ("predictions.npy", "embeddings.npy"):
+        np.testing.assert_array_equal(np.load(outs["memmap"] / name), np.load(outs["resident"] / name))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("task", ["tagging", "metric"])
+def test_training_steps_on_cuda(feats, tmp_path, task):
+    out = tmp_path / task
+    assert run.main(["--features", str(feats), "--task", task, "--model", "baseline", "--out", str(out),
+                     "--device", "cuda", *FAST]) == 0
+    line = (out / "train.log").read_text().splitlines()[0]
+    assert "cuda" in line and "resident on cuda" in line  # the default feed on a GPU
+    m = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(m["test_loss"]) and 0 <= m["test_recall@1"] <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resident_crops_on_cuda_equal_the_memmap_crops(feats):
+    from train.feed import Resident, ResidentCrops
+
+    ff = FeatureFile(feats, ("mel", "mfcc", "chroma"))
+    idx = ff.indices("train")
+    mean, std = standardizer(ff, idx)
+    res = ResidentCrops(ff, idx, 100, mean, std, "random", Resident(ff, idx, torch.device("cuda")))
+    mem = Crops(ff, idx, 100, mean, std, "random")
+    torch.manual_seed(3)
+    a = mem.__getitems__(list(range(len(idx))))
+    torch.manual_seed(3)
+    b = res.__getitems__(list(range(len(idx))))
+    assert torch.equal(a[0], b[0].cpu()) and torch.equal(a[1], b[1].cpu())

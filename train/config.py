@@ -49,7 +49,8 @@ class RunConfig:
     init: Path | None = None
     device: str = "auto"
     precision: str = "auto"
-    workers: int = 0
+    workers: int | None = None  # None: the device's rule (train.loop.feed_plan)
+    feed: str = "auto"  # 'resident', 'memmap' or 'auto' (resident on a GPU where the features fit)
     seed: int = 0
     out: Path = Path("cache/runs/tagging-shortres")
     resume: bool = False

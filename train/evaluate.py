@@ -10,8 +10,11 @@ from train.feed import Crops
 
 
 @torch.no_grad()
-def predict(model, dataset: Crops, task: str, batch: int, device, **loader_kw):
+def predict(model, dataset: Crops, task: str, batch: int, device, bf16: bool = False, **loader_kw):
     """Clip-level outputs of ``model`` on ``dataset``: crop outputs averaged per clip.
+
+    ``bf16`` runs the network in bfloat16 autocast (the trainer does on a GPU); outputs are kept
+    on the device until the end, so a GPU is not stopped for a copy after every batch.
 
     Returns
     -------
@@ -26,14 +29,15 @@ def predict(model, dataset: Crops, task: str, batch: int, device, **loader_kw):
     outs, embs = [], []
     for x, _ in loader:
         x = x.to(device, non_blocking=True)
-        if task == "tagging":
-            emb = model.embed(x)
-            outs.append(torch.sigmoid(model.head(emb)).cpu())  # forward(x) is head(embed(x))
-        else:
-            emb = model(x)
-        embs.append(emb.float().cpu())
-    emb = dataset.per_clip(torch.cat(embs).numpy())
-    scores = dataset.per_clip(torch.cat(outs).numpy()) if outs else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            if task == "tagging":
+                emb = model.embed(x)
+                outs.append(torch.sigmoid(model.head(emb).float()))  # forward(x) is head(embed(x))
+            else:
+                emb = model(x)
+        embs.append(emb.float())
+    emb = dataset.per_clip(torch.cat(embs).cpu().numpy())
+    scores = dataset.per_clip(torch.cat(outs).cpu().numpy()) if outs else None
     return scores, emb, dataset.ff.labels[dataset.idx]
 
 

@@ -154,18 +154,19 @@ class FeatureFile:
 
         return json.loads(self._chains[self._version_row(i, version)])
 
-    def crop(self, i: int, start: int, length: int, version: int = 0) -> np.ndarray:
+    def crop(self, i: int, start: int, length: int, version: int = 0, dtype=np.float32) -> np.ndarray:
         """Frames ``start:start+length`` of clip ``i``, all features stacked: ``(bins, length)`` float32.
 
         ``version`` v >= 1 reads the clip's v-th augmented version (it must exist:
-        ``version_frames[i, v] > 0``) instead of the original.
+        ``version_frames[i, v] > 0``) instead of the original. ``dtype=ff.dtype`` reads the stored
+        values as they are (float16 files stay float16).
         """
         if self._mm is None:  # opened per process: a map must not cross a fork
             self._mm = [np.memmap(p, dtype=np.uint8, mode="r") for p in self.files]
         reads = self._reads
         if version:
             reads, i = self._vreads, self._version_row(i, version)
-        out = np.empty((self.bins, length), np.float32)
+        out = np.empty((self.bins, length), dtype)
         size = self.dtype.itemsize
         row = 0
         for width, (which, firsts, table) in zip(self.widths, reads):
@@ -375,3 +376,77 @@ class Crops(Dataset):
     def collate(batch):
         """``collate_fn`` for DataLoaders over ``Crops``: batches arrive already stacked."""
         return batch
+
+
+class Resident:
+    """The stored features of some clips held in one tensor on a device, for :class:`ResidentCrops`.
+
+    Loaded once, in the file's storage type (a float16 file stays float16: MTAT's mel+MFCC+chroma
+    is 9.4 GiB), clip after clip along time: ``data`` is ``(bins, frames)`` and clip ``i`` of the
+    file starts at column ``offset[i]``. Crops are then gathered on the device, with no host copy.
+
+    Parameters
+    ----------
+    ff : FeatureFile
+    idx : array-like of int
+        The clips to hold (positions in ``ff``).
+    device : torch.device
+    block : int
+        Clips read and copied to the device at a time (bounds the host memory the load takes).
+    """
+
+    def __init__(self, ff: FeatureFile, idx, device, block: int = 512):
+        idx = np.asarray(idx, np.int64)
+        self.offset = np.full(len(ff), -1, np.int64)
+        lengths = ff.n_frames[idx]
+        self.offset[idx] = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(idx) else []
+        dtype = torch.float16 if ff.dtype == np.float16 else torch.float32
+        self.data = torch.empty((ff.bins, int(lengths.sum())), dtype=dtype, device=device)
+        for at in range(0, len(idx), block):
+            part = idx[at:at + block]
+            host = np.concatenate([ff.crop(int(i), 0, int(ff.n_frames[i]), dtype=ff.dtype) for i in part], axis=1)
+            start = int(self.offset[part[0]])
+            self.data[:, start:start + host.shape[1]] = torch.from_numpy(host).to(device)
+
+    @staticmethod
+    def nbytes(ff: FeatureFile, idx) -> int:
+        """Bytes :class:`Resident` takes for the clips ``idx`` of ``ff``."""
+        return int(ff.n_frames[np.asarray(idx)].sum()) * ff.bins * ff.dtype.itemsize
+
+
+class ResidentCrops(Crops):
+    """:class:`Crops` gathered from a :class:`Resident` tensor on its device: the same crops, no host copy.
+
+    The crop starts come from the same draws as :class:`Crops` in this process (torch's CPU
+    generator, the same calls in the same order), and standardisation does the same float64
+    arithmetic rounded to float32, so for the same seed the batches equal those of ``Crops`` read
+    through the memory map with ``num_workers=0``, to the bit. Batches come out on the device; use
+    it with ``num_workers=0`` and no pinned memory. Augmented versions are not held (use ``Crops``).
+    """
+
+    def __init__(self, ff: FeatureFile, idx, length: int, mean, std, mode: str, resident: Resident):
+        super().__init__(ff, idx, length, mean, std, mode)
+        self.resident = resident
+        device = resident.data.device
+        # numpy's x -= mean on float32 crops computes in the promoted type: so do we
+        work = np.result_type(np.float32, np.asarray(mean).dtype, np.asarray(std).dtype)
+        self._mean = torch.as_tensor(np.asarray(mean, work)[None, :, None], device=device)
+        self._std = torch.as_tensor(np.asarray(std, work)[None, :, None], device=device)
+        self._labels = torch.as_tensor(ff.labels.astype(np.float32), device=device)
+        self._span = torch.arange(length, device=device)
+
+    def set_versions(self, versions):
+        if versions is not None:
+            raise ValueError("a Resident feed holds the original clips only; read augmented versions with Crops")
+        return super().set_versions(versions)
+
+    def __getitems__(self, ks):
+        clips, starts, _ = self._where(ks)
+        device = self._span.device
+        first = torch.as_tensor(self.resident.offset[clips] + starts, device=device)
+        cols = first[:, None] + self._span[None, :]  # (B, length) columns of the resident tensor
+        x = self.resident.data[:, cols].permute(1, 0, 2)  # (B, bins, length)
+        dt = self._mean.dtype
+        x = ((x.to(dt) - self._mean).float().to(dt) / self._std).float()  # as numpy's x -= mean; x /= std
+        return x, self._labels[torch.as_tensor(clips, device=device)]
+

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from features.device import bf16_supported
 from train import dist, runfolder
 from train.config import RunConfig
-from train.feed import Crops, FeatureFile, FeedError, standardizer
+from train.feed import Crops, FeatureFile, FeedError, Resident, ResidentCrops, standardizer
 from train.models import count_parameters, init_tag_prior
 from train.modes import Mode, TrainForward, make_mode
 from train.plots import plot_curves
@@ -141,11 +141,39 @@ def open_features(cfg: RunConfig):
     return ff, ff.params.frames(cfg.seconds), split
 
 
-def datasets(ff, split: dict, length: int, mean, std) -> dict:
-    """Random crops of the training clips, the middle crop for validation, every crop for test."""
-    return {"train": Crops(ff, split["train"], length, mean, std, "random"),
-            "valid": Crops(ff, split["valid"], length, mean, std, "fixed"),
-            "test": Crops(ff, split["test"], length, mean, std, "chunks")}
+def feed_plan(cfg: RunConfig, ff, split: dict, device, augmented: int) -> tuple[str, int, str]:
+    """Which feed serves the crops, its loader workers, and a note for the start line.
+
+    On a GPU the features go resident in its memory when they fit in half of what is free (MTAT's
+    float16 mel+MFCC+chroma, 9.4 GiB, fits an H200 14 times), so the steps never wait for the
+    host; otherwise crops come through the memory map, read by loader workers into pinned memory.
+    On the CPU the cores run the steps, so the memory map is read in this process.
+    """
+    clips = np.concatenate(list(split.values()))
+    need = Resident.nbytes(ff, clips)
+    feed = cfg.feed
+    if feed == "auto":
+        fits = device.type == "cuda" and need < 0.5 * torch.cuda.mem_get_info(device)[0]
+        feed = "resident" if fits and not augmented else "memmap"
+    if feed == "resident" and augmented:
+        raise FeedError("--feed resident holds the original clips only; train on the augmented versions with "
+                        "--feed memmap, or pass --no-augmented")
+    workers = cfg.workers if cfg.workers is not None else \
+        (min(8, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" and feed == "memmap" else 0)
+    if feed == "resident":
+        return feed, 0, f"features resident on {device} ({need / 2**30:.2f} GiB)"
+    why = " (--feed resident would hold them on the GPU)" if device.type == "cuda" and cfg.feed == "auto" \
+        and augmented else ""
+    return feed, workers, f"memmap feed with {workers} loader workers{why}"
+
+
+def datasets(ff, split: dict, length: int, mean, std, resident=None) -> dict:
+    """Random crops of the training clips, the middle crop for validation, every crop for test;
+    gathered from ``resident`` (:class:`train.feed.Resident`) when given, else read from the file."""
+    modes = {"train": "random", "valid": "fixed", "test": "chunks"}
+    if resident is not None:
+        return {s: ResidentCrops(ff, split[s], length, mean, std, m, resident) for s, m in modes.items()}
+    return {s: Crops(ff, split[s], length, mean, std, m) for s, m in modes.items()}
 
 
 def write_config(cfg: RunConfig, ff, length: int, per_clip: int, model) -> None:
@@ -220,8 +248,8 @@ def train(cfg: RunConfig) -> int:
         raise RunError(f"--batch {cfg.batch} is the global batch, shared by {world} ranks: it must be at least "
                        f"{2 * world}, so that every rank's BatchNorm trains on 2 clips or more")
     torch.manual_seed(cfg.seed)
-    config = cfg.identity()
-    ckpt_last, ckpt_best = out / "last.pt", out / "best.pt"
+    torch.backends.cudnn.benchmark = True  # fixed crop shapes: cuDNN picks each convolution's fastest kernel once
+    config, ckpt_last, ckpt_best = cfg.identity(), out / "last.pt", out / "best.pt"
 
     # ---------------------------------------------------------------- data (inputs before outputs)
     ff, length, split = open_features(cfg)
@@ -234,10 +262,12 @@ def train(cfg: RunConfig) -> int:
         mean, std = (resume or init)["mean"], (resume or init)["std"]
     else:
         mean, std = dist.from_main(standardizer, ff, split["train"], seed=cfg.seed)
-    sets = datasets(ff, split, length, mean, std)
     augmented = ff.n_versions if cfg.augmented is not False else 0  # versions per clip drawn from
+    feed, workers, feed_note = feed_plan(cfg, ff, split, device, augmented)
+    resident = Resident(ff, np.concatenate(list(split.values())), device) if feed == "resident" else None
+    sets = datasets(ff, split, length, mean, std, resident)
     labels_train = ff.labels[split["train"]]
-    loader_kw = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    loader_kw = dict(num_workers=workers, pin_memory=device.type == "cuda" and feed == "memmap")
     per_clip = crops_per_clip(cfg, ff, split["train"], length)
     n_items = len(split["train"]) * per_clip
     if cfg.steps_per_epoch:  # draw only what the capped epoch uses
@@ -267,10 +297,12 @@ def train(cfg: RunConfig) -> int:
     log.open(out / "train.log")
     if resume:
         log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
-    log(start_line(cfg, model, ff, length, split, per_clip, device, bf16, augmented))
+    log(start_line(cfg, model, ff, length, split, per_clip, device, bf16, augmented) + f", {feed_note}")
+    # On a GPU the evaluation runs in bf16 too, in large batches; on the CPU it stays fp32, as before.
+    eval_batch, eval_bf16 = (max(1024, 2 * cfg.batch), bf16) if device.type == "cuda" else (2 * cfg.batch, False)
 
     def evaluate(dataset):
-        return mode.evaluate(model, dataset, device, ff.tags, cfg.batch * 2, **loader_kw)
+        return mode.evaluate(model, dataset, device, ff.tags, eval_batch, eval_bf16, **loader_kw)
 
     # ---------------------------------------------------------------- training
     # The run's time is carried in last.pt, so a resumed run (or one only tested again) keeps what it had.

@@ -110,9 +110,9 @@ class Mode:
         """The loss on a whole split that the learning-rate rule watches."""
         raise NotImplementedError
 
-    def evaluate(self, model, dataset, device, tags, batch: int, **loader_kw):
+    def evaluate(self, model, dataset, device, tags, batch: int, bf16: bool = False, **loader_kw):
         """Clip scores (or ``None``), embeddings, labels, the split's loss and its metrics."""
-        scores, emb, labels = predict(model, dataset, self.task, batch, device, **loader_kw)
+        scores, emb, labels = predict(model, dataset, self.task, batch, device, bf16, **loader_kw)
         return (scores, emb, labels, self.split_loss(scores, emb, labels),
                 metrics(scores, emb, labels, tags, self.distance))
 

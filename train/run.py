@@ -81,7 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training steps in bfloat16 autocast (weights stay fp32; evaluation is always fp32); "
                         "auto: bf16 where the device supports it")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--feed", choices=("auto", "resident", "memmap"), default="auto",
+                   help="resident: the features loaded once into the device's memory, crops gathered there; "
+                        "memmap: crops read from the file through a memory map by loader workers; auto: resident "
+                        "on a GPU where the features fit in half its free memory, memmap otherwise. Both draw the "
+                        "same crops for the same seed (with --workers 0)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes of the memmap feed; default: on a GPU min(8, cores - 1), "
+                        "on the CPU 0 (the cores are busy with the steps)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops, batches, initial weights and dropout")
     p.add_argument("--out", type=Path, default=None, help="run folder; default cache/runs/<task>-<model>")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -124,7 +131,7 @@ def parse_args(argv=None) -> RunConfig:
         if not getattr(a, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(a, name)}")
     for name in ("margin", "tag_weight", "workers", "weight_decay"):
-        if getattr(a, name) < 0:
+        if getattr(a, name) is not None and getattr(a, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative, got {getattr(a, name)}")
     if a.lr_factor >= 1:
         parser.error(f"--lr-factor must be below 1 (each drop lowers the lr), got {a.lr_factor}")

@@ -1,0 +1,256 @@
+"""The GPU machine's benchmark, in one command: MTAT's full size from raw MP3s to a trained model.
+
+    python bench/bench_gpu.py [--csv ../shared/mtat-real/annotations_final.csv] [--work cache/gpu]
+                              [--rows 0] [--pool 128] [--stages corpus,decode,extract,tests,train,ceiling]
+                              [--json cache/gpu/gpu.json] [--md cache/gpu/gpu.md]
+
+On a GPU machine (``bench/gpu.sh`` sets one up from carried wheels) it runs, each stage timed:
+
+* corpus: ``data/fullscale.py`` lays out MTAT's 25,863 clips of 29.1 s (hard links to ``--pool``
+  rendered clips; ``--rows N`` keeps the first N rows for a dry run on a small machine);
+* decode: the decode floor, clips/s of the decoder alone in as many worker processes as cores
+  (``pipeline.engine.ClipSource`` in a DataLoader), the rate extraction cannot beat;
+* extract: ``pipeline/extract.py`` (mel+MFCC+chroma, float16, standard split), killed with SIGKILL
+  at 30 % and resumed, with the GPU's utilisation sampled by ``nvidia-smi``: clips/s against the floor;
+* tests: the CUDA tests (``pytest -k cuda``), which skip on a machine without a GPU;
+* train: ``train/run.py`` for one whole epoch with validation and test, at the defaults, at
+  ``--batch 256``, for ``--task metric``, and under ``torchrun --nproc-per-node 1`` (NCCL), each
+  with its crops/s, data wait and seconds; a 20-epoch run and MTAT from MP3s to test scores are
+  projected from them;
+* ceiling: the default network's FLOPs per crop (forward and backward, ``FlopCounterMode``)
+  against the GPU's measured bf16 matrix rate: how far the trainer is from the hardware.
+
+Everything lands in one JSON and a markdown table for ``bench/RESULTS.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+from bench_scale import _done_fraction, run_stage  # noqa: E402
+
+STAGES = ("corpus", "decode", "extract", "tests", "train", "ceiling")
+PY = sys.executable
+
+
+def gpu_sampler(stop: threading.Event, samples: list) -> None:
+    """Append the GPU's utilisation (%) every second until ``stop``; nothing where there is no nvidia-smi."""
+    while not stop.is_set():
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                                 capture_output=True, text=True, timeout=5).stdout.split()
+            samples.append(float(out[0]))
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+            return
+        stop.wait(1.0)
+
+
+def corpus(a) -> dict:
+    csv = a.csv
+    if a.rows:  # a dry run: the first rows of the annotation file
+        lines = csv.read_text().splitlines(keepends=True)
+        csv = a.work / "annotations_head.csv"
+        csv.write_text("".join(lines[:a.rows + 1]))
+    t = time.perf_counter()
+    subprocess.run([PY, "data/fullscale.py", str(csv), "--out", str(a.data), "--pool", str(a.pool), "--quiet"],
+                   cwd=REPO, check=True)
+    return {"seconds": time.perf_counter() - t, "rows": sum(1 for _ in open(csv)) - 1}
+
+
+def decode_floor(a, limit: int = 4000) -> dict:
+    """Clips/s of decoding alone, in ``os.cpu_count()`` DataLoader workers."""
+    from torch.utils.data import DataLoader
+
+    from data.mtat import find_audio, read_annotations
+    from pipeline.engine import ClipSource
+
+    layout = find_audio(a.data, "auto")
+    paths = [layout.path(p) for p in read_annotations(a.data / "annotations_final.csv", "standard")["mp3_path"]]
+    paths = paths[:limit]
+    workers = os.cpu_count() or 1
+    source = ClipSource(paths, 16000, 600 * 16000, {})
+    t = time.perf_counter()
+    n = sum(1 for _ in DataLoader(source, batch_size=None, num_workers=workers, prefetch_factor=4))
+    seconds = time.perf_counter() - t
+    return {"clips": n, "workers": workers, "seconds": seconds, "clips_per_s": n / seconds}
+
+
+def extract(a, feats: Path, log: Path) -> dict:
+    cmd = [PY, "pipeline/extract.py", "--data", str(a.data), "--split", "standard", "--features", "mel,mfcc,chroma",
+           "--out", str(feats), "--dtype", "float16", "--quiet"]
+    part = feats.with_name(feats.name + ".part")
+    feats.unlink(missing_ok=True)
+    part.unlink(missing_ok=True)
+    stop, util = threading.Event(), []
+    th = threading.Thread(target=gpu_sampler, args=(stop, util), daemon=True)
+    th.start()
+    first = run_stage(cmd, log, lambda: _done_fraction(part) >= 0.3)
+    second = run_stage(cmd, log) if first["killed"] else None
+    stop.set()
+    last = second or first
+    if last["rc"] != 0:
+        raise SystemExit(f"extraction failed (rc {last['rc']}); see {log}")
+    import h5py
+
+    with h5py.File(feats, "r") as f:
+        n = int((f["status"][:] == 1).sum())
+    seconds = first["seconds"] + (second["seconds"] if second else 0.0)
+    tail = [ln for ln in log.read_text().splitlines() if ln.startswith(("time ", "rhythm ", "start-up"))][-3:]
+    return {"clips": n, "seconds": seconds, "clips_per_s": n / seconds, "resumed": bool(second),
+            "peak_anon_gib": max(first["peak_anon_gib"], last["peak_anon_gib"]),
+            "gpu_util_mean": sum(util) / len(util) if util else None,
+            "gpu_util_median": sorted(util)[len(util) // 2] if util else None, "summary": tail,
+            "file_gib": feats.stat().st_size / 2**30}
+
+
+def cuda_tests() -> dict:
+    t = time.perf_counter()
+    res = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda",
+                          "tests/test_extract.py", "tests/test_train.py"], cwd=REPO, capture_output=True, text=True)
+    last = (res.stdout.strip().splitlines() or [""])[-1]
+    return {"rc": res.returncode, "summary": last, "seconds": time.perf_counter() - t}
+
+
+def train_runs(a, feats: Path, log: Path) -> dict:
+    runs = {"default": [], "batch256": ["--batch", "256"], "metric": ["--task", "metric"]}
+    out = {}
+    for name, extra in runs.items():
+        folder = a.work / f"run-{name}"
+        shutil.rmtree(folder, ignore_errors=True)
+        st = run_stage([PY, "train/run.py", "--features", str(feats), "--epochs", "1", "--out", str(folder),
+                        "--quiet", *extra], log)
+        if st["rc"] != 0:
+            out[name] = {"rc": st["rc"]}
+            continue
+        m = json.loads((folder / "metrics.json").read_text())
+        line = (folder / "train.log").read_text().splitlines()[0]
+        out[name] = {"seconds": st["seconds"], "crops_per_s": m["train_clips_per_s"],
+                     "data_wait": m["data_wait_mean"], "run_seconds": m["seconds"], "start_line": line,
+                     **{k: v for k, v in m.items() if k.startswith("test_") and not isinstance(v, dict)}}
+    folder = a.work / "run-torchrun"
+    shutil.rmtree(folder, ignore_errors=True)
+    st = run_stage([PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "train/run.py",
+                    "--features", str(feats), "--epochs", "1", "--steps-per-epoch", "300", "--out", str(folder),
+                    "--quiet"], log)
+    out["torchrun1"] = {"rc": st["rc"], "seconds": st["seconds"]}
+    if st["rc"] == 0:
+        m = json.loads((folder / "metrics.json").read_text())
+        out["torchrun1"].update(crops_per_s=m["train_clips_per_s"], data_wait=m["data_wait_mean"])
+    return out
+
+
+def ceiling() -> dict:
+    """FLOPs of one training crop of the default network, and the device's measured bf16 matrix rate."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from train.models import build_model
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model("shortres", 96 + 20 + 12).to(dev)
+    x = torch.randn(8, 128, 188, device=dev)
+    with FlopCounterMode(display=False) as fc:
+        model(x).sum().backward()
+    flops = fc.get_total_flops() / 8
+    n = 8192 if dev.type == "cuda" else 1024
+    m1 = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+    for _ in range(3):
+        m1 @ m1
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    t, reps = time.perf_counter(), 20
+    for _ in range(reps):
+        m1 @ m1
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    rate = 2 * n ** 3 * reps / (time.perf_counter() - t)
+    return {"device": str(dev), "gflop_per_crop": flops / 1e9, "bf16_tflops": rate / 1e12,
+            "crops_per_s_at_ceiling": rate / flops}
+
+
+def table(res: dict) -> str:
+    rows = ["| measured | figure |", "|---|---|"]
+    st = res["stages"]
+    if "decode" in st:
+        d = st["decode"]
+        rows.append(f"| decode floor, {d['workers']} workers | {d['clips_per_s']:.0f} clips/s |")
+    if "extract" in st:
+        e = st["extract"]
+        floor = st.get("decode", {}).get("clips_per_s")
+        vs = f" ({100 * e['clips_per_s'] / floor:.0f} % of the floor)" if floor else ""
+        util = f"; GPU busy {e['gpu_util_mean']:.0f} % on average" if e.get("gpu_util_mean") is not None else ""
+        rows.append(f"| extract {e['clips']} clips, float16, killed at 30 % and resumed | {e['seconds']:.1f} s = "
+                    f"{e['clips_per_s']:.0f} clips/s{vs}{util}; peak {e['peak_anon_gib']:.2f} GiB |")
+    for name, r in st.get("train", {}).items():
+        if "crops_per_s" in r:
+            rows.append(f"| train {name}: one epoch + validation + test | {r['seconds']:.1f} s; "
+                        f"{r['crops_per_s']:.0f} crops/s, data wait {100 * r['data_wait']:.1f} % |")
+        else:
+            rows.append(f"| train {name} | failed (rc {r.get('rc')}) |")
+    if "ceiling" in st:
+        c = st["ceiling"]
+        rows.append(f"| ceiling | shortres {c['gflop_per_crop']:.2f} GFLOP per crop (fwd+bwd); bf16 matmul "
+                    f"{c['bf16_tflops']:.0f} TFLOP/s = {c['crops_per_s_at_ceiling']:.0f} crops/s |")
+    if "projected" in res:
+        p = res["projected"]
+        rows.append(f"| projected | 20 epochs {p['twenty_epochs_s']:.0f} s; MP3s to test scores "
+                    f"{p['mp3_to_scores_s']:.0f} s |")
+    if "tests" in st:
+        rows.append(f"| CUDA tests | {st['tests']['summary']} |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/bench_gpu.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--csv", type=Path, default=REPO.parent / "shared/mtat-real/annotations_final.csv",
+                   help="the real annotation file")
+    p.add_argument("--work", type=Path, default=REPO / "cache/gpu", help="folder for the corpus, features, runs")
+    p.add_argument("--rows", type=int, default=0, help="keep the first N rows of the annotation file (0: all)")
+    p.add_argument("--pool", type=int, default=128, help="distinct rendered clips of the corpus")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"any of {', '.join(STAGES)}")
+    p.add_argument("--json", type=Path, default=None, help="default WORK/gpu.json")
+    p.add_argument("--md", type=Path, default=None, help="default WORK/gpu.md")
+    a = p.parse_args(argv)
+    stages = [s for s in a.stages.split(",") if s]
+    if set(stages) - set(STAGES):
+        p.error(f"--stages: unknown {', '.join(sorted(set(stages) - set(STAGES)))}")
+    if "corpus" in stages and not a.csv.is_file():
+        p.error(f"--csv {a.csv}: not found")
+    a.work.mkdir(parents=True, exist_ok=True)
+    a.data, feats, log = a.work / "mtat-full", a.work / "features.h5", a.work / "bench_gpu.log"
+    import torch
+
+    res = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                      f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
+           "torch": torch.__version__, "stages": {}}
+    t0 = time.perf_counter()
+    for stage, fn in (("corpus", lambda: corpus(a)), ("decode", lambda: decode_floor(a)),
+                      ("extract", lambda: extract(a, feats, log)), ("tests", cuda_tests),
+                      ("train", lambda: train_runs(a, feats, log)), ("ceiling", ceiling)):
+        if stage in stages:
+            res["stages"][stage] = fn()
+            print(f"{stage}: done at {time.perf_counter() - t0:.0f} s", flush=True)
+    tr, ex = res["stages"].get("train", {}).get("default", {}), res["stages"].get("extract")
+    if "run_seconds" in tr and ex:
+        res["projected"] = {"twenty_epochs_s": 20 * tr["run_seconds"],
+                            "mp3_to_scores_s": ex["seconds"] + 20 * tr["run_seconds"]}
+    md = table(res)
+    (a.json or a.work / "gpu.json").write_text(json.dumps(res, indent=2, default=float))
+    (a.md or a.work / "gpu.md").write_text(f"{res['machine']}, torch {res['torch']}\n\n{md}\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

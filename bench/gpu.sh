@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The GPU benchmark as one command on a lent GPU machine (bench/bench_gpu.py), and its preparation here.
+#
+#   bash bench/gpu.sh prepare     # here: wheels the GPU machine lacks -> .whl/, the annotation file -> .gpu/
+#   bash bench/gpu.sh run         # there (carry .whl and .gpu): install the wheels, run, copy the results to $OUT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+case "${1:-run}" in
+  prepare)
+    grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
+    grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
+    mkdir -p .gpu && cp ../shared/mtat-real/annotations_final.csv .gpu/
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+      --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
+      nnAudio librosa soundfile soxr audioread pooch platformdirs decorator cffi pycparser pedalboard \
+      lazy_loader msgpack joblib pytest pluggy iniconfig packaging
+    du -sh .whl ;;
+  run)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+    python3 bench/bench_gpu.py --csv .gpu/annotations_final.csv --work /tmp/gpu --json "${OUT:-/tmp}/gpu.json" \
+      --md "${OUT:-/tmp}/gpu.md" 2>&1 | tee "${OUT:-/tmp}/gpu.log" ;;
+  *) echo "usage: bash bench/gpu.sh prepare|run" >&2; exit 2 ;;
+esac
