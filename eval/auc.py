@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from eval._auc_kernel import roc_ap
+from eval.bootstrap import DEFAULT_BOOT, DEFAULT_LEVEL, statistic_ci
 from eval._checks import (LABELS_FILE, binary_labels, finite_matrix, labels_beside, load_npy, real_array,
                           tag_names_beside)
 
@@ -102,6 +103,34 @@ def tag_auc(scores, labels, tag_names=None) -> dict:
     return _auc(scores, labels, tag_names, "scores", "labels")
 
 
+def macro_ci(scores, labels, other=None, n_boot: int = DEFAULT_BOOT, seed: int = 0,
+             level: float = DEFAULT_LEVEL) -> dict:
+    """Bootstrap intervals of the macro ROC-AUC and PR-AUC over resampled clips (:mod:`eval.bootstrap`).
+
+    Each resample draws the clips with replacement and averages over the tags defined in it.
+    With ``other`` (scores of another system on the same clips) the interval is that of the
+    paired difference ``macro(scores) - macro(other)``.
+
+    Returns
+    -------
+    dict
+        ``roc_auc`` and ``pr_auc``, each ``(low, high)``; ``n_undefined`` resamples left out.
+    """
+    y = np.asfortranarray(np.asarray(labels))
+    s = np.asfortranarray(np.asarray(scores, np.float64))
+    o = None if other is None else np.asfortranarray(np.asarray(other, np.float64))
+
+    def macro(x, rows):
+        roc, ap, _ = roc_ap(np.asfortranarray(x[rows]), np.asfortranarray(y[rows]))
+        d = ~np.isnan(roc)
+        return np.array([roc[d].mean(), ap[d].mean()]) if d.any() else np.array([math.nan, math.nan])
+
+    res = statistic_ci(lambda r: macro(s, r) if o is None else macro(s, r) - macro(o, r), len(s), n_boot, seed,
+                       level)
+    return {"roc_auc": (res["low"][0], res["high"][0]), "pr_auc": (res["low"][1], res["high"][1]),
+            "n_undefined": res["n_undefined"]}
+
+
 def _fmt(v: float) -> str:
     return "   NaN" if math.isnan(v) else f"{v:.4f}"
 
@@ -119,6 +148,13 @@ def main(argv=None) -> int:
                         help=f"0/1 N x T array (default: {LABELS_FILE} beside PREDICTIONS.npy)")
     parser.add_argument("--per-tag", action="store_true",
                         help="list every tag instead of the five best and five worst")
+    parser.add_argument("--ci", action="store_true",
+                        help="also 95%% bootstrap intervals of the macro scores, resampling the clips")
+    parser.add_argument("--against", metavar="OTHER.npy",
+                        help="predictions of the same clips by another system: the paired difference of the "
+                             "macro scores (PREDICTIONS - OTHER) with its 95%% bootstrap interval")
+    parser.add_argument("--boot", type=int, default=DEFAULT_BOOT, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
 
@@ -127,7 +163,8 @@ def main(argv=None) -> int:
         labels_path, y = labels_beside(args.predictions, args.labels)
         n_tags = s.shape[1] if s.ndim == 2 else 1
         if s.ndim == 2 and y.ndim == 2 and s.shape[0] == y.shape[0] and s.shape[1] != y.shape[1]:
-            what = " (an embeddings file? score it with eval/recall.py)" if "embedding" in Path(args.predictions).name else ""
+            what = " (an embeddings file? score it with eval/recall.py)" \
+                if "embedding" in Path(args.predictions).name else ""
             raise ValueError(f"{labels_path}: shape {y.shape} does not match {args.predictions} {s.shape}: it has "
                              f"{s.shape[1]} columns, not the labels' {y.shape[1]} tags, so it is not predictions "
                              f"of them{what}")
@@ -138,8 +175,18 @@ def main(argv=None) -> int:
         if not len(res["undefined"]) < len(res["tags"]):
             raise ValueError(f"{labels_path}: no tag has both a positive and a negative clip; "
                              "ROC-AUC and PR-AUC are undefined")
+        if args.boot < 1:
+            raise ValueError(f"--boot must be at least 1, got {args.boot}")
+        other = None
+        if args.against:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UndefinedTagWarning)
+                other = _auc(load_npy(args.against), y, names, args.against, labels_path)
+            other["scores"] = load_npy(args.against)
     except ValueError as exc:
         parser.error(str(exc))
+    ci = macro_ci(s, y, None, args.boot, args.seed) if args.ci or other else None
+    diff = macro_ci(s, y, other["scores"], args.boot, args.seed) if other else None
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
 
@@ -154,6 +201,16 @@ def main(argv=None) -> int:
                             "roc_auc": None if math.isnan(roc[j]) else float(roc[j]),
                             "pr_auc": None if math.isnan(ap[j]) else float(ap[j])}
                            for j in range(len(tags))]}
+        if ci:
+            out["ci95"] = {"roc_auc_macro": ci["roc_auc"], "pr_auc_macro": ci["pr_auc"],
+                           "resamples": args.boot, "seed": args.seed}
+        if diff:
+            out["against"] = {"predictions": args.against, "roc_auc_macro": other["roc_auc_macro"],
+                              "pr_auc_macro": other["pr_auc_macro"],
+                              "difference": {"roc_auc_macro": res["roc_auc_macro"] - other["roc_auc_macro"],
+                                             "pr_auc_macro": res["pr_auc_macro"] - other["pr_auc_macro"],
+                                             "ci95": {"roc_auc_macro": diff["roc_auc"],
+                                                      "pr_auc_macro": diff["pr_auc"]}}}
         print(json.dumps(out, indent=2))
         return 0
 
@@ -161,6 +218,15 @@ def main(argv=None) -> int:
     print(f"labels  {labels_path}")
     print(f"macro ROC-AUC {res['roc_auc_macro']:.4f}   macro PR-AUC {res['pr_auc_macro']:.4f}"
           f"   over {n_def} of {len(tags)} tags")
+    if ci:
+        print(f"95% intervals ({args.boot} resamples of the clips, seed {args.seed}): ROC-AUC "
+              f"[{ci['roc_auc'][0]:.3f}, {ci['roc_auc'][1]:.3f}]   "
+              f"PR-AUC [{ci['pr_auc'][0]:.3f}, {ci['pr_auc'][1]:.3f}]")
+    if diff:
+        for key, name in (("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC")):
+            d, (lo, hi) = res[f"{key}_macro"] - other[f"{key}_macro"], diff[key]
+            print(f"against {args.against}: {name} {other[f'{key}_macro']:.4f}, difference {d:+.4f} "
+                  f"[{lo:+.3f}, {hi:+.3f}] " + ("beyond noise" if lo > 0 or hi < 0 else "within noise"))
     order = [j for j in np.argsort(-np.nan_to_num(roc, nan=-1.0), kind="stable")
              if not math.isnan(roc[j])]
     if args.per_tag or len(order) <= 10:

@@ -39,6 +39,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from eval import _topk
+from eval.bootstrap import DEFAULT_BOOT, mean_ci, paired_ci
 from eval._checks import (LABELS_FILE, binary_labels, finite_matrix, labels_beside, load_npy, parse_ks,
                           real_array)
 
@@ -271,12 +272,14 @@ def _recall(embeddings, labels, ks, metric, block_size, chunk_size, emb_name, la
                       RuntimeWarning, stacklevel=3)
         result["recall"] = {k: math.nan for k in ks}
         result["neighbours"] = np.empty((0, ks[-1]), np.int64)
+        result["per_query"] = np.empty((0, len(ks)))
         result["rows"] = rows
         return result
     nb = _search(x64, norms, rows, ks[-1], code, block_size, chunk_size or CHUNK_SIZE)
     per_query = _topk.recall_hits(y, rows, nb, np.asarray(ks, np.int64))
     # fsum: the mean is correctly rounded, so it does not depend on block or thread layout.
     result["recall"] = {k: math.fsum(per_query[:, j]) / rows.size for j, k in enumerate(ks)}
+    result["per_query"] = per_query
     result["neighbours"] = nb
     result["rows"] = rows
     return result
@@ -311,7 +314,8 @@ def recall_at_k(embeddings, labels, ks=DEFAULT_KS, metric: str = "cosine",
         ``recall``: {K: float}, the mean over queries; ``n_queries``: queries scored;
         ``n_skipped``: clips without a positive tag (not used as queries, still retrievable);
         ``metric``; ``ks``; ``n_clips``; ``dim``; ``rows``: int64 indices of the queries;
-        ``neighbours``: int64 array ``(n_queries, max(ks))``, nearest first.
+        ``neighbours``: int64 array ``(n_queries, max(ks))``, nearest first; ``per_query``:
+        ``(n_queries, len(ks))`` each query's recall at each K (for :mod:`eval.bootstrap`).
         With no query at all, every recall is NaN and a ``RuntimeWarning`` is issued.
 
     Raises
@@ -347,10 +351,19 @@ def main(argv=None) -> int:
                         help="comma-separated cut-offs (default: %(default)s)")
     parser.add_argument("--metric", choices=sorted(METRICS), default="cosine",
                         help="neighbour metric (default: cosine)")
+    parser.add_argument("--ci", action="store_true",
+                        help="also a 95%% bootstrap interval of each Recall@K over the queries")
+    parser.add_argument("--against", metavar="OTHER.npy",
+                        help="embeddings of the same clips by another system: the paired difference "
+                             "(EMBEDDINGS - OTHER) at each K, with its 95%% bootstrap interval")
+    parser.add_argument("--boot", type=int, default=DEFAULT_BOOT, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
 
     try:
+        if args.boot < 1:
+            raise ValueError(f"--boot must be at least 1, got {args.boot}")
         ks = parse_ks(args.k)
         x = load_npy(args.embeddings)
         labels_path, y = labels_beside(args.embeddings, args.labels)
@@ -358,11 +371,16 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             res = _recall(x, y, ks, args.metric, None, None, args.embeddings, labels_path)
+            other = None
+            if args.against:
+                other = _recall(load_npy(args.against), y, ks, args.metric, None, None, args.against, labels_path)
         elapsed = time.perf_counter() - t0
         if res["n_queries"] == 0:
             raise ValueError(f"{labels_path}: no clip has a positive tag; nothing to score")
     except ValueError as exc:
         parser.error(str(exc))
+    ci = mean_ci(res["per_query"], args.boot, args.seed) if args.ci or args.against else None
+    diff = paired_ci(res["per_query"], other["per_query"], args.boot, args.seed) if other else None
 
     if args.json:
         out = {"embeddings": args.embeddings, "labels": labels_path, "metric": res["metric"],
@@ -370,15 +388,35 @@ def main(argv=None) -> int:
                "n_skipped": res["n_skipped"],
                "recall": {str(k): v for k, v in res["recall"].items()},
                "seconds": round(elapsed, 3)}
+        if ci:
+            out["ci95"] = {str(k): [c["low"], c["high"]] for k, c in zip(ks, ci)}
+            out["bootstrap"] = {"resamples": args.boot, "seed": args.seed}
+        if diff:
+            out["against"] = {"embeddings": args.against,
+                              "recall": {str(k): v for k, v in other["recall"].items()},
+                              "difference": {str(k): d for k, d in zip(ks, diff)}}
         print(json.dumps(out, indent=2))
         return 0
     print(f"Recall@K  {args.embeddings}  ({res['n_clips']} clips x {res['dim']} dims, "
           f"{res['metric']})")
     print(f"labels    {labels_path}  ({y.shape[1]} tags)")
     print(f"queries   {res['n_queries']} scored, {res['n_skipped']} skipped (no positive tag)")
-    print(f"{'K':>6}  Recall@K")
-    for k, v in res["recall"].items():
-        print(f"{k:>6}  {v:.4f}")
+    head = f"{'K':>6}  Recall@K" + ("  95% interval  " if ci else "")
+    if diff:
+        head += f"  {'other':>6}  difference  95% interval     "
+    print(head)
+    for j, (k, v) in enumerate(res["recall"].items()):
+        line = f"{k:>6}  {v:.4f}  "
+        if ci:
+            line += f"  [{ci[j]['low']:.3f}, {ci[j]['high']:.3f}]"
+        if diff:
+            d = diff[j]
+            line += (f"  {other['recall'][k]:6.4f}  {d['diff']:+10.4f}  [{d['low']:+.3f}, {d['high']:+.3f}]"
+                     + ("  beyond noise" if d["beyond_noise"] else "  within noise"))
+        print(line)
+    if ci:
+        print(f"(intervals: {args.boot} bootstrap resamples of the {res['n_queries']} queries, seed {args.seed}"
+              + (f"; other: {args.against}" if diff else "") + ")")
     print(f"({elapsed:.2f} s)")
     return 0
 
