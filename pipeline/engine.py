@@ -381,9 +381,6 @@ def extract_all(writer: store.Writer, paths: list, frontend, device, *, workers:
     relist = [[int(i)] for i in np.flatnonzero(writer.status == -1) if i not in queued]
     rhythm_params = frontend.params if writer.rhythm is not None else None
     in_main = place == "main" or (place == "auto" and device.type == "cuda")
-    if rhythm_params is not None:  # the rhythm code's first call (imports, compilation) once, before the fork
-        rhythm_rows({"mel": np.zeros((1, 400, frontend.params.n_mels), np.float32), "n_frames": [400]},
-                    rhythm_params)
     batcher = Batcher(None if in_main else frontend, rhythm_params, clips)
     work_todo = {r: todo[r] for rows in pending for r in rows if r in todo}
     source = ClipSource(paths, min_samples, max_samples, work_todo)
