@@ -308,3 +308,20 @@ def test_tag_prior_init_of_embedding_networks():
     assert not init_tag_prior(build_embedding_model("cnn2d", N_MELS, dim=8), labels)  # no tag layer
     with pytest.raises(ValueError, match="labels have 49 tags, the tag layer 50"):
         init_tag_prior(net, labels[:, :49])
+
+
+@pytest.mark.parametrize("name, bins, dim", [("shortres", 128, 128), ("baseline", 96, 64), ("musicnn", 96, 128)])
+def test_metric_network_starts_at_the_backbones_embedding(name, bins, dim):
+    from train.models import build_embedding_model
+
+    torch.manual_seed(0)
+    net = build_embedding_model(name, bins, dim=dim, n_tags=50).eval()
+    x = torch.randn(12, bins, 188)
+    feats = net.backbone.embed(x)
+    net.start_at_backbone(feats if feats.shape[1] > dim else None)
+    cos = lambda e: torch.nn.functional.normalize(e, dim=1) @ torch.nn.functional.normalize(e, dim=1).T
+    if feats.shape[1] <= dim:  # the same cosine geometry, and the tagging head's scores
+        torch.testing.assert_close(cos(net(x)), cos(feats), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(net.tag_head(net(x)), net.backbone(x), atol=1e-5, rtol=1e-5)
+    else:  # 12 clips span at most 12 directions: a 128-wide projection keeps them all
+        torch.testing.assert_close(cos(net(x)), cos(feats), atol=1e-4, rtol=1e-4)

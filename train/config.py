@@ -47,6 +47,7 @@ class RunConfig:
     sampler: str = "overlap"
     augmented: bool | None = None
     init: Path | None = None
+    start: str = "backbone"  # with --init: the embedding starts as the backbone's ('backbone') or randomly
     device: str = "auto"
     precision: str = "auto"
     workers: int | None = None  # None: the device's rule (train.loop.feed_plan)

@@ -187,6 +187,22 @@ def write_config(cfg: RunConfig, ff, length: int, per_clip: int, model) -> None:
         "n_params": count_parameters(model)})
 
 
+def start_from(cfg: RunConfig, model, backbone: dict, crops, device) -> None:
+    """A metric network's backbone from a tagging run's weights (``--init``); with ``--start backbone``
+    the embedding begins as the backbone's own (``EmbeddingNet.start_at_backbone``), a projection
+    narrower than the backbone fitted to the backbone's embeddings of ``crops``."""
+    model.backbone.load_state_dict(backbone)
+    if cfg.start != "backbone":
+        return
+    feats = None
+    if model.proj.in_features > model.proj.out_features:
+        model.eval()
+        with torch.no_grad():
+            feats = torch.cat([model.backbone.embed(x.to(device)) for x, _ in
+                               DataLoader(crops, batch_size=256, collate_fn=Crops.collate)])
+    model.start_at_backbone(feats)
+
+
 def wrap(model, bf16: bool, device):
     """The training pass (:class:`train.modes.TrainForward`), in DistributedDataParallel under torchrun."""
     net = TrainForward(model, bf16)
@@ -282,7 +298,7 @@ def train(cfg: RunConfig) -> int:
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_supported(device))
     start_epoch, best, history = 1, -math.inf, []
     if init:
-        model.backbone.load_state_dict(init["model"])
+        start_from(cfg, model, init["model"], Crops(ff, split["train"], length, mean, std, "fixed"), device)
     if resume:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["opt"])

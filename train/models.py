@@ -576,6 +576,35 @@ class EmbeddingNet(nn.Module):
         """Embedding, ``(B, dim)``."""
         return self.proj(self.backbone.embed(x))
 
+    @torch.no_grad()
+    def start_at_backbone(self, feats: torch.Tensor | None = None) -> None:
+        """Start the embedding where the backbone's own is: the usual start of metric learning kept, not scrambled.
+
+        A backbone trained for tagging already embeds clips well (its penultimate layer is a good
+        similarity space); a random ``proj`` would throw that geometry away and the metric stage
+        would spend its epochs getting back to it. ``proj`` becomes ``[I; 0]`` when ``dim`` is at
+        least the backbone's width (cosine distances unchanged), else the projection on the top
+        ``dim`` right singular vectors of ``feats`` (backbone embeddings of training clips, the
+        closest rank-``dim`` map). A ``tag_head`` starts as the backbone's tag layer seen through it.
+        """
+        w_in, dim = self.proj.in_features, self.proj.out_features
+        if w_in <= dim:
+            w = torch.zeros(dim, w_in)
+            w[:w_in] = torch.eye(w_in)
+        else:
+            if feats is None:
+                raise ValueError(f"the backbone is {w_in} wide, more than dim={dim}: pass embeddings to project")
+            w = torch.linalg.svd(feats.double(), full_matrices=True)[2][:dim].float()
+        self.proj.weight.copy_(w.to(self.proj.weight.device))
+        self.proj.bias.zero_()
+        head = getattr(self.backbone, "head", None)
+        head = head[-1] if isinstance(head, nn.Sequential) else head
+        tag_head = getattr(self, "tag_head", None)
+        if isinstance(head, nn.Linear) and isinstance(tag_head, nn.Linear) and \
+                head.out_features == tag_head.out_features:
+            tag_head.weight.copy_(head.weight @ self.proj.weight.T)  # head(proj^T proj e): proj is orthonormal
+            tag_head.bias.copy_(head.bias)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`embed`."""
         return self.embed(x)

@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", type=Path, default=None,
                    help="--task metric: start the backbone from the best checkpoint of this tagging run folder "
                         "(same --model and --inputs), as metric learning usually starts from a classifier")
+    p.add_argument("--start", choices=("backbone", "random"), default="backbone",
+                   help="--task metric with --init: the projection starts so that the embedding is the tagging "
+                        "backbone's own (identity, or its top singular directions when --dim is narrower), or "
+                        "at random (before this option existed)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when there is one")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training steps in bfloat16 autocast (weights stay fp32; evaluation is always fp32); "

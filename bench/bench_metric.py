@@ -1,0 +1,117 @@
+"""Does the metric stage beat the embedding it starts from? Paired intervals, several seeds, in one run.
+
+    python bench/bench_metric.py [--features cache/features-std.h5] [--out cache/metric-bench]
+                                 [--epochs 6] [--seeds 0,1] [--starts tagging,musicnn]
+
+For each seed: a tagging run of ``shortres`` (the start), then the metric stage started from it
+(``--init``) with the projection started at random (the default before ``--start``) and at the
+backbone's own embedding (``--start backbone``, today's default). From musicnn's network trained on
+the real MTAT (``train/pretrained.py MTT_musicnn``) the same two metric stages, against its own
+embedding (``train/embed.py``). Every embedding is scored on the test split with Recall@1/2/4/8 and
+compared with its start by ``eval/recall.py --against`` (the paired bootstrap difference per K);
+the tagging runs also give ROC-AUC and PR-AUC with intervals. Use a features file of the standard
+split (several hundred test queries): ``python pipeline/extract.py --split standard ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from eval.auc import macro_ci, tag_auc  # noqa: E402
+from eval.bootstrap import mean_ci, paired_ci  # noqa: E402
+from eval.recall import recall_at_k  # noqa: E402
+
+KS = (1, 2, 4, 8)
+PY = sys.executable
+
+
+def train(out: Path, *args) -> Path:
+    if not (out / "metrics.json").is_file():
+        subprocess.run([PY, "train/run.py", "--out", str(out), "--quiet", *map(str, args)], cwd=REPO, check=True,
+                       stdout=subprocess.DEVNULL)
+    return out
+
+
+def scores(folder: Path, start: Path | None = None) -> dict:
+    """Recall@K with intervals (and, against ``start``'s embeddings, the paired difference)."""
+    emb, labels = np.load(folder / "embeddings.npy"), np.load(folder / "labels.npy")
+    res = recall_at_k(emb, labels, ks=KS)
+    row = {"recall": {k: res["recall"][k] for k in KS},
+           "ci95": {k: (c["low"], c["high"]) for k, c in zip(KS, mean_ci(res["per_query"]))},
+           "n_queries": res["n_queries"]}
+    if start is not None:
+        base = recall_at_k(np.load(start / "embeddings.npy"), labels, ks=KS)
+        row["vs_start"] = {k: d for k, d in zip(KS, paired_ci(res["per_query"], base["per_query"]))}
+    if (folder / "predictions.npy").is_file():
+        pred = np.load(folder / "predictions.npy")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = tag_auc(pred, labels)
+            row.update(roc_auc=a["roc_auc_macro"], pr_auc=a["pr_auc_macro"], auc_ci95=macro_ci(pred, labels))
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python bench/bench_metric.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--features", type=Path, default=REPO / "cache/features-std.h5")
+    p.add_argument("--out", type=Path, default=REPO / "cache/metric-bench")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--starts", default="tagging,musicnn")
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args(argv)
+    f, e = a.features, a.epochs
+    res, t0 = {"features": str(f), "epochs": e, "rows": []}, time.time()
+    for seed in map(int, a.seeds.split(",")):
+        common = ["--features", f, "--epochs", e, "--seed", seed]
+        if "tagging" in a.starts:
+            tag = train(a.out / f"tagging-s{seed}", *common)
+            res["rows"].append({"name": "tagging shortres (the start)", "seed": seed, **scores(tag)})
+            for start in ("random", "backbone"):
+                m = train(a.out / f"metric-{start}-s{seed}", *common, "--task", "metric", "--init", tag,
+                          "--start", start)
+                res["rows"].append({"name": f"metric from tagging, --start {start}", "seed": seed, **scores(m, tag)})
+        if "musicnn" in a.starts:
+            pre = REPO / "cache/pretrained/MTT_musicnn"
+            if not (pre / "config.json").is_file():
+                subprocess.run([PY, "train/pretrained.py", "MTT_musicnn", "--out", str(pre)], cwd=REPO, check=True)
+            emb = pre / f"embed-{f.stem}-test"
+            subprocess.run([PY, "train/embed.py", "--run", str(pre), "--features", str(f), "--out", str(emb)],
+                           cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+            res["rows"].append({"name": "musicnn MTT (pretrained, the start)", "seed": seed, **scores(emb)})
+            for start in ("random", "backbone"):
+                m = train(a.out / f"metric-musicnn-{start}-s{seed}", *common, "--task", "metric", "--model", "musicnn",
+                          "--init", pre, "--start", start)
+                res["rows"].append({"name": f"metric from musicnn, --start {start}", "seed": seed, **scores(m, emb)})
+        print(f"seed {seed} done at {time.time() - t0:.0f} s", flush=True)
+    lines = ["| embedding | seed | R@1 | R@2 | R@4 | R@8 | vs its start: R@1, R@2 (paired 95% interval) | ROC-AUC | PR-AUC |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        rec = " | ".join(f"{r['recall'][k]:.3f}" for k in KS)
+        vs = "; ".join(f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" + (" *" if d["beyond_noise"] else "")
+                       for k, d in list(r.get("vs_start", {}).items())[:2]) or "-"
+        auc = f"{r['roc_auc']:.3f} | {r['pr_auc']:.3f}" if "roc_auc" in r else "- | -"
+        lines.append(f"| {r['name']} | {r['seed']} | {rec} | {vs} | {auc} |")
+    q = res["rows"][0]["n_queries"] if res["rows"] else 0
+    lines.append(f"\n{q} test queries; * the paired interval leaves out 0. Recall@K intervals: "
+                 + "; ".join(f"{r['name']} s{r['seed']} R@1 [{r['ci95'][1][0]:.3f}, {r['ci95'][1][1]:.3f}]"
+                             for r in res["rows"][:1]))
+    table = "\n".join(lines)
+    print(table)
+    if a.json:
+        a.json.write_text(json.dumps(res, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
