@@ -46,6 +46,9 @@ demo: $(STAMP)
 	$(BIN)/python eval/auc.py $(RUNS)/tagging-shortres/predictions.npy
 	$(BIN)/python eval/recall.py $(RUNS)/metric-shortres/embeddings.npy
 	$(BIN)/python train/report.py $(RUNS)
+	@# Your own music: index the demo corpus with the metric run, then the clips nearest to one of them.
+	$(BIN)/python train/library.py index $(DEMO_DIR)/mp3 --run $(RUNS)/metric-shortres --out cache/library$(SUFFIX).h5
+	$(BIN)/python train/library.py similar $$(ls $(DEMO_DIR)/mp3/0/*.mp3 | head -1) --index cache/library$(SUFFIX).h5 --k 5
 	@# A network trained on the real MTAT (musicnn's published weights) tags a demo clip.
 	$(BIN)/python train/pretrained.py MTT_musicnn
 	$(BIN)/python train/tag.py $$(ls $(DEMO_DIR)/mp3/0/*.mp3 | head -1) --run cache/pretrained/MTT_musicnn \
@@ -55,4 +58,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf cache/demo cache/demo-* cache/*.h5 cache/*.log cache/runs cache/runs-*
+	rm -rf cache/demo cache/demo-* cache/*.h5 cache/*.log cache/runs cache/runs-* cache/.library*

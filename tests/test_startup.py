@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "nnAudio", "librosa", "scipy.signal", "matplotlib")
 COMMANDS = ["pipeline/extract.py", "pipeline/merge.py", "train/run.py", "train/tag.py", "train/report.py",
-            "train/pretrained.py", "train/embed.py",
+            "train/pretrained.py", "train/embed.py", "train/library.py",
             "eval/recall.py", "eval/auc.py", "data/demo.py", "data/fullscale.py"]
 
 PROBE = """
