@@ -109,7 +109,12 @@ def macro_ci(scores, labels, other=None, n_boot: int = DEFAULT_BOOT, seed: int =
 
     Each resample draws the clips with replacement and averages over the tags defined in it.
     With ``other`` (scores of another system on the same clips) the interval is that of the
-    paired difference ``macro(scores) - macro(other)``.
+    paired difference ``macro(scores) - macro(other)``. The interval is the *basic* bootstrap one,
+    ``(2 t - q_high, 2 t - q_low)`` around the full-sample value ``t``: a macro average over rare
+    tags is biased in resamples (a tag whose few positives are not drawn drops out, duplicated
+    positives inflate AP), and the basic interval corrects that bias where the percentile one
+    would carry it (on the demo's 86 test clips the percentile interval of PR-AUC barely held the
+    estimate: 0.378 in [0.37, 0.48]).
 
     Returns
     -------
@@ -125,10 +130,11 @@ def macro_ci(scores, labels, other=None, n_boot: int = DEFAULT_BOOT, seed: int =
         d = ~np.isnan(roc)
         return np.array([roc[d].mean(), ap[d].mean()]) if d.any() else np.array([math.nan, math.nan])
 
-    res = statistic_ci(lambda r: macro(s, r) if o is None else macro(s, r) - macro(o, r), len(s), n_boot, seed,
-                       level)
-    return {"roc_auc": (res["low"][0], res["high"][0]), "pr_auc": (res["low"][1], res["high"][1]),
-            "n_undefined": res["n_undefined"]}
+    fn = (lambda r: macro(s, r)) if o is None else (lambda r: macro(s, r) - macro(o, r))
+    res = statistic_ci(fn, len(s), n_boot, seed, level)
+    t = fn(np.arange(len(s)))
+    basic = [(2 * t[j] - res["high"][j], 2 * t[j] - res["low"][j]) for j in range(2)]
+    return {"roc_auc": basic[0], "pr_auc": basic[1], "n_undefined": res["n_undefined"]}
 
 
 def _fmt(v: float) -> str:
