@@ -24,6 +24,7 @@ import numpy as np
 
 from eval._auc_kernel import roc_ap
 from eval.bootstrap import DEFAULT_BOOT, DEFAULT_LEVEL, statistic_ci
+from eval.bootstrap import add_arguments as add_bootstrap_arguments
 from eval._checks import (LABELS_FILE, binary_labels, finite_matrix, labels_beside, load_npy, real_array,
                           tag_names_beside)
 
@@ -159,8 +160,7 @@ def main(argv=None) -> int:
     parser.add_argument("--against", metavar="OTHER.npy",
                         help="predictions of the same clips by another system: the paired difference of the "
                              "macro scores (PREDICTIONS - OTHER) with its 95%% bootstrap interval")
-    parser.add_argument("--boot", type=int, default=DEFAULT_BOOT, help="bootstrap resamples (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default: %(default)s)")
+    add_bootstrap_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
 
@@ -181,18 +181,16 @@ def main(argv=None) -> int:
         if not len(res["undefined"]) < len(res["tags"]):
             raise ValueError(f"{labels_path}: no tag has both a positive and a negative clip; "
                              "ROC-AUC and PR-AUC are undefined")
-        if args.boot < 1:
-            raise ValueError(f"--boot must be at least 1, got {args.boot}")
         other = None
         if args.against:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UndefinedTagWarning)
-                other = _auc(load_npy(args.against), y, names, args.against, labels_path)
-            other["scores"] = load_npy(args.against)
+                other_scores = load_npy(args.against)
+                other = _auc(other_scores, y, names, args.against, labels_path)
     except ValueError as exc:
         parser.error(str(exc))
     ci = macro_ci(s, y, None, args.boot, args.seed) if args.ci or other else None
-    diff = macro_ci(s, y, other["scores"], args.boot, args.seed) if other else None
+    diff = macro_ci(s, y, other_scores, args.boot, args.seed) if other else None
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
 

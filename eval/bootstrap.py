@@ -11,12 +11,29 @@ than two separate intervals suggest.
 """
 from __future__ import annotations
 
+import argparse
 import math
 
 import numpy as np
 
 DEFAULT_BOOT = 1000
 DEFAULT_LEVEL = 0.95
+
+
+def add_arguments(parser) -> None:
+    """``--boot`` and ``--seed``, the resampling options of the commands that report intervals."""
+    def resamples(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+        return n
+
+    parser.add_argument("--boot", type=resamples, default=DEFAULT_BOOT,
+                        help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default: %(default)s)")
 
 
 def draws(n: int, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> np.ndarray:

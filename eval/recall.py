@@ -39,7 +39,8 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from eval import _topk
-from eval.bootstrap import DEFAULT_BOOT, mean_ci, paired_ci
+from eval.bootstrap import add_arguments as add_bootstrap_arguments
+from eval.bootstrap import mean_ci, paired_ci
 from eval._checks import (LABELS_FILE, binary_labels, finite_matrix, labels_beside, load_npy, parse_ks,
                           real_array)
 
@@ -356,14 +357,11 @@ def main(argv=None) -> int:
     parser.add_argument("--against", metavar="OTHER.npy",
                         help="embeddings of the same clips by another system: the paired difference "
                              "(EMBEDDINGS - OTHER) at each K, with its 95%% bootstrap interval")
-    parser.add_argument("--boot", type=int, default=DEFAULT_BOOT, help="bootstrap resamples (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples (default: %(default)s)")
+    add_bootstrap_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args(argv)
 
     try:
-        if args.boot < 1:
-            raise ValueError(f"--boot must be at least 1, got {args.boot}")
         ks = parse_ks(args.k)
         x = load_npy(args.embeddings)
         labels_path, y = labels_beside(args.embeddings, args.labels)

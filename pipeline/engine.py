@@ -250,11 +250,8 @@ class WriteBehind:
             raise error
 
     def _run(self) -> None:
-        while True:
-            job = self.queue.get()
-            if job is None or self.error is not None:
-                if job is None:
-                    return
+        while (job := self.queue.get()) is not None:
+            if self.error is not None:  # after a failure the queued batches are dropped, not written
                 continue
             try:
                 self._write(*job)
@@ -281,7 +278,8 @@ class WriteBehind:
             versions = {**versions, "n_frames": v.pop("n_frames"), "features": v}
         elif not versions["rows"]:
             versions = {**versions, "features": {}, "n_frames": []}
-        bad = [r for r in b["rows"] if r not in set(b["good"])]
+        good = set(b["good"])
+        bad = [r for r in b["rows"] if r not in good]
         self.writer.write(b["good"], feats, n_frames, bad, rhythm, versions)
 
 

@@ -145,8 +145,8 @@ def parse_args(argv=None):
         parser.error(f"--threads must be at least 1, got {args.threads}")
     if not 0 < args.min_seconds <= args.max_seconds:
         parser.error(f"need 0 < --min-seconds <= --max-seconds, got {args.min_seconds} and {args.max_seconds}")
-    if device_error(args.device):
-        parser.error(device_error(args.device))
+    if error := device_error(args.device):
+        parser.error(error)
     if args.data is not None and not args.data.is_dir():
         parser.error(f"--data {args.data}: not a folder")
     pick_shard(args, parser, os.environ)

@@ -123,8 +123,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.batch < 1:
         p.error(f"--batch must be at least 1, got {a.batch}")
-    if device_error(a.device):
-        p.error(device_error(a.device))
+    if error := device_error(a.device):
+        p.error(error)
     from train.feed import FeedError
 
     features = a.features

@@ -229,13 +229,16 @@ def save_epoch(cfg: RunConfig, h: dict, score: float, best: float, model, opt, s
     return improved
 
 
-def test_best(cfg: RunConfig, mode: Mode, ff, evaluated, idx, history: list, seconds: float, log) -> None:
-    """Save the best checkpoint's test outputs (``evaluated``, on the clips ``idx``) and results; say them."""
-    out = cfg.out
-    scores, emb, labels, test_loss, test = evaluated
-    best_epoch = torch.load(out / "best.pt", map_location="cpu", weights_only=False)["epoch"]
+def test_best(cfg: RunConfig, mode: Mode, ff, model, evaluate, test_set, history: list, t_run: float, log) -> None:
+    """Load the best checkpoint into ``model``, ``evaluate`` it on ``test_set`` and save the test outputs
+    and the run's results (its time counted from ``t_run``); say them."""
+    out, idx = cfg.out, test_set.idx
+    best = torch.load(out / "best.pt", map_location=next(model.parameters()).device, weights_only=False)
+    model.load_state_dict(best["model"])
+    best_epoch = best["epoch"]
+    scores, emb, labels, test_loss, test = evaluate(test_set)
     runfolder.save_outputs(out, scores, emb, labels, ff.clip_id[idx], ff.tags)
-    write_results(cfg, mode, ff, test, test_loss, labels, best_epoch, history, seconds)
+    write_results(cfg, mode, ff, test, test_loss, labels, best_epoch, history, time.time() - t_run)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     log(f"\ntest ({len(idx)} clips, best epoch {best_epoch}): {shown}")
     log(f"run folder {out}: metrics.json, best.pt, "
@@ -370,7 +373,6 @@ def train(cfg: RunConfig) -> int:
         raise RunError(f"{out}: no epoch finished, so there is no checkpoint to test")
 
     # ---------------------------------------------------------------- test with the best checkpoint
-    model.load_state_dict(torch.load(ckpt_best, map_location=device, weights_only=False)["model"])
-    test_best(cfg, mode, ff, evaluate(sets["test"]), split["test"], history, time.time() - t_run, log)
+    test_best(cfg, mode, ff, model, evaluate, sets["test"], history, t_run, log)
     log.close()
     return 0

@@ -143,8 +143,8 @@ def parse_args(argv=None) -> RunConfig:
         parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
     if a.init and a.model == "linear":
         parser.error("--init: the linear projection has no backbone to start from a tagging run")
-    if device_error(a.device):
-        parser.error(device_error(a.device))
+    if error := device_error(a.device):
+        parser.error(error)
     return RunConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RunConfig)})
 
 

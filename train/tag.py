@@ -131,8 +131,8 @@ def main(argv=None) -> int:
         p.error(f"--top-k must be at least 1, got {a.top_k}")
     if a.taggram and not a.taggram.parent.is_dir():
         p.error(f"--taggram {a.taggram}: the folder {a.taggram.parent} does not exist; create it or pick another")
-    if device_error(a.device):
-        p.error(device_error(a.device))
+    if error := device_error(a.device):
+        p.error(error)
     try:
         run = a.run or default_run()
         model, frontend, mean, std, frames, tags = load_run(run, a.device)
