@@ -25,8 +25,8 @@ import math
 import torch
 from torch import nn
 
-from train.layers import (ResBlock2d, SpecAugment, _check_stack, conv_block, conv_stack,  # noqa: F401
-                          count_parameters, init_tag_prior)
+from train.layers import (EmbeddingNet, ResBlock2d, SpecAugment, _check_stack, conv_block,
+                          conv_stack, count_parameters, init_tag_prior)
 from train.musicnn_arch import Musicnn, MusicnnVGG
 from train.registry import MODEL_NAMES
 from train.shapes import check_bins, check_input
@@ -535,75 +535,6 @@ class LinearProjection(nn.Module):
         """Projected time average, ``(B, dim)``."""
         check_input(self, x)
         return self.proj(x.mean(dim=2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Same as :meth:`embed`."""
-        return self.embed(x)
-
-
-class EmbeddingNet(nn.Module):
-    """A backbone's ``embed`` followed by a linear map to a ``dim``-dimensional embedding.
-
-    Turns any tagging network of this module into a metric-learning network; the backbone's
-    tag head is left unused. The output is not L2-normalised: the cosine triplet loss
-    normalises, and a Euclidean one should not.
-
-    Parameters
-    ----------
-    backbone : torch.nn.Module
-        Has ``embed(x) -> (B, backbone.embed_dim)``.
-    dim : int
-        Output embedding size.
-
-    Attributes
-    ----------
-    backbone : torch.nn.Module
-    proj : torch.nn.Linear
-    embed_dim : int
-        ``dim``.
-    """
-
-    def __init__(self, backbone: nn.Module, dim: int = 128):
-        super().__init__()
-        self.backbone = backbone
-        self.proj = nn.Linear(backbone.embed_dim, dim)
-        self.embed_dim = dim
-        self.n_bins = getattr(backbone, "n_bins", None)
-        self.min_frames = getattr(backbone, "min_frames", 1)
-        self.channels_last = getattr(backbone, "channels_last", True)  # the memory format the backbone runs best in
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Embedding, ``(B, dim)``."""
-        return self.proj(self.backbone.embed(x))
-
-    @torch.no_grad()
-    def start_at_backbone(self, feats: torch.Tensor | None = None) -> None:
-        """Start the embedding where the backbone's own is: the usual start of metric learning kept, not scrambled.
-
-        A backbone trained for tagging already embeds clips well (its penultimate layer is a good
-        similarity space); a random ``proj`` would throw that geometry away and the metric stage
-        would spend its epochs getting back to it. ``proj`` becomes ``[I; 0]`` when ``dim`` is at
-        least the backbone's width (cosine distances unchanged), else the projection on the top
-        ``dim`` right singular vectors of ``feats`` (backbone embeddings of training clips, the
-        closest rank-``dim`` map). A ``tag_head`` starts as the backbone's tag layer seen through it.
-        """
-        w_in, dim = self.proj.in_features, self.proj.out_features
-        if w_in <= dim:
-            w = torch.zeros(dim, w_in)
-            w[:w_in] = torch.eye(w_in)
-        else:
-            if feats is None:
-                raise ValueError(f"the backbone is {w_in} wide, more than dim={dim}: pass embeddings to project")
-            w = torch.linalg.svd(feats.double(), full_matrices=True)[2][:dim].float()
-        self.proj.weight.copy_(w.to(self.proj.weight.device))
-        self.proj.bias.zero_()
-        head = getattr(self.backbone, "head", None)
-        head = head[-1] if isinstance(head, nn.Sequential) else head
-        tag_head = getattr(self, "tag_head", None)
-        if isinstance(head, nn.Linear) and isinstance(tag_head, nn.Linear) and \
-                head.out_features == tag_head.out_features:
-            tag_head.weight.copy_(head.weight @ self.proj.weight.T)  # head(proj^T proj e): proj is orthonormal
-            tag_head.bias.copy_(head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`embed`."""
