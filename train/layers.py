@@ -1,5 +1,6 @@
 """Layers shared by the networks of ``train.models``: convolution blocks, SpecAugment, a residual
-block, the embedding wrapper of metric learning, and what every network's set-up uses (parameter count, the tag layer's prior init).
+block, the embedding wrapper of metric learning, and what every network's set-up uses (parameter
+count, the tag layer's prior init).
 
 A new building block belongs here; a new architecture in ``train.models``.
 """
