@@ -450,3 +450,80 @@ def test_blockwise_loss_bounds_memory_and_keeps_the_small_case():
     expect = float(torch.cat(parts).mean())
     assert blockwise_triplet_loss(emb, labels, block=64, seed=5, **kw) == pytest.approx(expect, rel=1e-6)
     assert blockwise_triplet_loss(emb, labels, block=64, seed=5, **kw) != pytest.approx(whole, rel=1e-6)
+
+
+# --- the multi-label contrastive loss -------------------------------------------------------------
+
+def _contrastive_by_loops(x, w, tau):
+    """The loss written out anchor by anchor, pair by pair, in float64."""
+    x = torch.nn.functional.normalize(x.double(), dim=1)
+    total, anchors = 0.0, 0
+    for i in range(len(x)):
+        others = [j for j in range(len(x)) if j != i]
+        wsum = sum(float(w[i, j]) for j in others)
+        if wsum == 0:
+            continue
+        logits = [float(x[i] @ x[j]) / tau for j in others]
+        log_z = math.log(sum(math.exp(v) for v in logits))
+        total += -sum(float(w[i, j]) / wsum * (v - log_z) for j, v in zip(others, logits))
+        anchors += 1
+    return total / anchors
+
+
+def test_jaccard_weights_by_hand():
+    from train.losses import jaccard_weights
+
+    y = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 0]])
+    w = jaccard_weights(y)
+    assert w[0, 1] == pytest.approx(0.5) and w[1, 0] == pytest.approx(0.5)
+    assert w[0, 2] == 0 and w[3].sum() == 0 and torch.all(w.diagonal() == 0)
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.1, 1.0])
+def test_contrastive_loss_equals_the_loops(tau):
+    from train.losses import contrastive_loss, jaccard_weights
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 5, generator=g)
+    y = (torch.rand(12, 6, generator=g) < 0.3).int()
+    y[0] = 0  # an anchor without any positive is skipped
+    w = jaccard_weights(y)
+    assert float(contrastive_loss(x, w, tau)) == pytest.approx(_contrastive_by_loops(x, w, tau), rel=1e-5)
+
+
+def test_contrastive_loss_rewards_the_tag_order():
+    """An embedding ordered by tag overlap scores lower than the same points shuffled, and gradients are finite."""
+    from train.losses import contrastive_loss, jaccard_weights
+
+    y = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 1], [0, 0, 1, 0], [0, 0, 0, 1]]).float()
+    w = jaccard_weights(y)
+    good = y + 0.01 * torch.arange(6.0)[:, None]  # tag vectors as embeddings
+    bad = good[torch.tensor([3, 0, 5, 1, 2, 4])]
+    assert float(contrastive_loss(good, w)) < float(contrastive_loss(bad, w))
+    x = torch.cat([good[:1], good[:1], good[2:]]).requires_grad_()  # duplicate rows
+    contrastive_loss(x, w).backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_contrastive_loss_without_positives_is_zero_with_grad_and_checks_arguments():
+    from train.losses import contrastive_loss
+
+    x = torch.randn(4, 3, requires_grad=True)
+    loss = contrastive_loss(x, torch.zeros(4, 4))
+    assert float(loss) == 0 and loss.requires_grad
+    with pytest.raises(ValueError, match="temperature"):
+        contrastive_loss(x, torch.ones(4, 4), temperature=0)
+    with pytest.raises(ValueError, match=r"\(4, 4\)"):
+        contrastive_loss(x, torch.ones(3, 3))
+    with pytest.raises(ValueError, match="non-negative"):
+        contrastive_loss(x, -torch.ones(4, 4))
+
+
+def test_blockwise_contrastive_loss_is_the_whole_loss_in_one_block():
+    from train.losses import blockwise_contrastive_loss, contrastive_loss, jaccard_weights
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(20, 4, generator=g), (torch.rand(20, 5, generator=g) < 0.4).int()
+    whole = float(contrastive_loss(x, jaccard_weights(y), 0.2))
+    assert blockwise_contrastive_loss(x, y, block=256, temperature=0.2) == pytest.approx(whole, rel=1e-6)
+    assert blockwise_contrastive_loss(x, y, block=7, seed=3) == blockwise_contrastive_loss(x, y, block=7, seed=3)

@@ -134,6 +134,32 @@ def test_metric_learning_runs(feats, tmp_path):
         assert "tag_head.weight" in torch.load(out / "best.pt", weights_only=False)["model"]
 
 
+@pytest.mark.parametrize("sampler", ["overlap", "instance"])
+def test_contrastive_metric_run(feats, tmp_path, sampler):
+    out = tmp_path / "c"
+    assert run.main(["--features", str(feats), "--task", "metric", "--model", "cnn2d", "--loss", "contrastive",
+                     "--sampler", sampler, "--temperature", "0.2", "--out", str(out), *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 <= m["test_recall@1"] <= m["test_recall@2"] <= 1
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["loss"] == "contrastive" and cfg["temperature"] == 0.2
+
+
+def test_backbone_lr_is_a_second_parameter_group(feats, tmp_path):
+    from train.loop import optimiser
+    from train.models import build_embedding_model
+
+    model = build_embedding_model("cnn2d", 128, n_tags=50)
+    base = ["--features", str(feats), "--task", "metric", "--model", "cnn2d", "--lr", "0.002"]
+    opt, _ = optimiser(run.parse_args([*base, "--init", "x", "--backbone-lr", "0.1"]), model)
+    head, backbone = opt.param_groups
+    assert backbone["lr"] == pytest.approx(2e-4) and head["lr"] == pytest.approx(2e-3)
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert len(head["params"]) + len(backbone["params"]) == len(list(model.parameters()))
+    opt, _ = optimiser(run.parse_args([*base, "--backbone-lr", "0.1"]), model)  # no --init: one group
+    assert len(opt.param_groups) == 1
+
+
 def test_metric_tag_loss_is_added(feats, tmp_path, monkeypatch):
     """--tag-weight adds w * BCE of the embedding's tag head; 0 leaves the triplet loss alone."""
     seen = []
@@ -203,6 +229,10 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, 
     (["--tag-weight", "-1"], "--tag-weight"),
     (["--init", "x"], "use it with --task metric"),
     (["--task", "metric", "--model", "linear", "--init", "x"], "no backbone"),
+    (["--task", "metric", "--loss", "contrastive", "--mining", "none"], "does not take --mining none"),
+    (["--task", "metric", "--loss", "contrastive", "--distance", "euclidean"], "--distance cosine"),
+    (["--temperature", "0"], "--temperature must be positive"),
+    (["--backbone-lr", "-1"], "--backbone-lr must be positive"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 #: What defines a run; the other fields (where it runs, how long, its folder) may change on --resume.
 IDENTITY = ("task", "model", "inputs", "precision", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay",
             "seed", "distance", "margin", "mining", "negatives", "sampler", "crops_per_clip", "tag_weight",
-            "steps_per_epoch", "augmented", "init", "features")
+            "steps_per_epoch", "augmented", "init", "features", "loss", "temperature", "backbone_lr")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class RunConfig:
     margin: float = 0.4
     tag_weight: float = 1.0
     mining: str = "semihard"  # or 'hard', or 'none' for sampled triplets
+    loss: str = "triplet"  # metric: 'triplet' or 'contrastive' (multi-label, Jaccard targets)
+    temperature: float = 0.1  # of the contrastive loss
+    backbone_lr: float = 1.0  # with --init: the backbone's learning rate as a fraction of lr
     negatives: str = "graded"
     sampler: str = "overlap"
     augmented: bool | None = None

@@ -62,11 +62,19 @@ class RunLog:
 
 
 def optimiser(cfg: RunConfig, model):
-    """The optimiser (AdamW, or the course's Nesterov SGD) and its ReduceLROnPlateau rule."""
+    """The optimiser (AdamW, or the course's Nesterov SGD) and its ReduceLROnPlateau rule.
+
+    A metric network started from a tagging run (``--init``) trains its backbone at ``backbone_lr``
+    times the learning rate (a second parameter group; the plateau rule scales both alike).
+    """
+    params = model.parameters()
+    if cfg.init is not None and cfg.backbone_lr != 1.0 and hasattr(model, "backbone"):
+        own = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
+        params = [{"params": own}, {"params": model.backbone.parameters(), "lr": cfg.lr * cfg.backbone_lr}]
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                            patience=cfg.patience)
 

@@ -5,7 +5,10 @@ Two ways to train an embedding so that similar clips end up close:
 - explicit triplets: ``(anchor, positive, negative)`` embeddings scored by :func:`triplet_loss`
   (the triplets come from a sampler, ``train.samplers``);
 - in-batch mining: :func:`batch_triplet_loss` forms the triplets inside a batch, from the
-  labels (:func:`triplet_masks`, :func:`graded_negatives`) or from a sampler's masks.
+  labels (:func:`triplet_masks`, :func:`graded_negatives`) or from a sampler's masks;
+- a multi-label supervised contrastive loss (:func:`contrastive_loss`): every other clip of the
+  batch is a candidate, and the target is spread over them by tag overlap
+  (:func:`jaccard_weights`), not cut into positives and negatives.
 
 Labels are the ``(N, n_tags)`` 0/1 matrix of the tagging task. Two clips are *positive* for each
 other when they share at least one tag (or, with ``min_jaccard``, when their tag sets are similar
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["triplet_loss", "pairwise_distances", "triplet_masks", "graded_negatives", "batch_triplet_loss",
-           "blockwise_triplet_loss"]
+           "blockwise_triplet_loss", "jaccard_weights", "contrastive_loss", "blockwise_contrastive_loss"]
 
 _DISTANCES = ("cosine", "euclidean")
 _MININGS = ("semihard", "hard", "all")
@@ -343,3 +346,102 @@ def blockwise_triplet_loss(embeddings: torch.Tensor, labels, block: int = 256, s
               for idx in order.split(block)]
     losses = torch.cat(losses)
     return float(losses.mean()) if losses.numel() else 0.0
+
+
+def jaccard_weights(labels) -> torch.Tensor:
+    """Tag-set Jaccard index of every pair of clips, ``|y_i & y_j| / |y_i | y_j|``, diagonal 0.
+
+    Parameters
+    ----------
+    labels : array-like or torch.Tensor
+        ``(B, n_tags)`` 0/1 tags.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, B)`` float32 in [0, 1]; 0 for pairs sharing no tag and for clips without tags.
+    """
+    y = torch.as_tensor(labels).float()
+    inter, union = _overlap(y)
+    w = inter / union.clamp_min(1.0)
+    return w.fill_diagonal_(0.0)
+
+
+def contrastive_loss(embeddings: torch.Tensor, weights, temperature: float = 0.1) -> torch.Tensor:
+    """Multi-label supervised contrastive loss with soft targets.
+
+    For each anchor ``i`` a softmax over the cosine similarities to every other clip of the batch,
+    ``p_ij = softmax_j(cos(x_i, x_j) / temperature)``, is pulled towards the target distribution
+    ``w_ij / sum_k w_ik``::
+
+        loss = mean_i  - sum_{j != i} (w_ij / sum_k w_ik) log p_ij
+
+    With 0/1 weights this is the supervised contrastive loss of Khosla et al. (2020, their
+    ``L_out``); with the Jaccard index of the tag sets (:func:`jaccard_weights`) a clip sharing
+    all its tags with the anchor is pulled hardest, one sharing a few less, and one sharing none
+    is only pushed away: the ordering multi-label Recall@K rewards, without a margin to tune or a
+    triplet to mine. Anchors whose weights are all 0 (no clip of the batch shares a tag) are
+    skipped.
+
+    Parameters
+    ----------
+    embeddings : torch.Tensor
+        ``(B, D)``, not necessarily normalised.
+    weights : array-like or torch.Tensor
+        ``(B, B)`` non-negative target weights; the diagonal is ignored.
+    temperature : float
+        Softmax temperature; smaller is sharper.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar loss; ``0`` still attached to the graph when no anchor has a positive weight.
+
+    Examples
+    --------
+    >>> x = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    >>> w = jaccard_weights(torch.tensor([[1, 0], [1, 0], [0, 1]]))
+    >>> round(float(contrastive_loss(x, w, temperature=0.1)), 4)  # only the first two share a tag
+    0.0001
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if embeddings.dim() != 2:
+        raise ValueError(f"embeddings must be (B, D), got shape {tuple(embeddings.shape)}")
+    n = len(embeddings)
+    w = torch.as_tensor(weights, device=embeddings.device).float()
+    if w.shape != (n, n):
+        raise ValueError(f"weights for {n} embeddings must be ({n}, {n}), got {tuple(w.shape)}")
+    if bool((w < 0).any()):
+        raise ValueError("weights must be non-negative")
+    eye = torch.eye(n, dtype=torch.bool, device=embeddings.device)
+    w = w.masked_fill(eye, 0.0)
+    z = F.normalize(embeddings.float(), dim=1)
+    logits = (z @ z.T / temperature).masked_fill(eye, float("-inf"))
+    log_p = F.log_softmax(logits, dim=1).masked_fill(eye, 0.0)  # -inf * 0 would be nan
+    total = w.sum(dim=1)
+    anchors = total > 0
+    if not bool(anchors.any()):
+        return embeddings.sum() * 0.0
+    per_anchor = -(w * log_p).sum(dim=1)[anchors] / total[anchors]
+    return per_anchor.mean()
+
+
+def blockwise_contrastive_loss(embeddings: torch.Tensor, labels, block: int = 256, seed: int = 0,
+                               temperature: float = 0.1) -> float:
+    """:func:`contrastive_loss` with Jaccard weights over a whole split, in fixed blocks of it.
+
+    As :func:`blockwise_triplet_loss`: the clips are shuffled once by ``seed`` and cut into blocks
+    of ``block``; the result is the mean over the blocks' anchors, the same number for the same
+    inputs.
+    """
+    labels = torch.as_tensor(labels)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(embeddings)))
+    total, count = 0.0, 0
+    for idx in order.split(block):
+        w = jaccard_weights(labels[idx])
+        k = int((w.sum(dim=1) > 0).sum())
+        if k:
+            total += float(contrastive_loss(embeddings[idx], w, temperature)) * k
+            count += k
+    return total / count if count else 0.0

@@ -16,8 +16,8 @@ The loop (``train.loop``) is the same for every mode; a mode supplies the rest:
 ==================  ==========================================================================
 
 :class:`Tagging` trains BCE on the 50 tags; :class:`MinedMetric` trains triplets mined inside
-P x K batches; :class:`SampledMetric` trains the course's sampled triplets. A new training mode is
-a subclass here and a line in :func:`make_mode`.
+P x K batches (or a contrastive loss over them); :class:`SampledMetric` trains the course's
+sampled triplets. A new training mode is a subclass here and a line in :func:`make_mode`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ from train import dist
 from train.config import RunConfig
 from train.evaluate import metrics, predict
 from train.feed import FeatureFile, FeedError, clip_statistics
-from train.losses import batch_triplet_loss, blockwise_triplet_loss, triplet_loss
+from train.losses import (batch_triplet_loss, blockwise_contrastive_loss, blockwise_triplet_loss, contrastive_loss,
+                          jaccard_weights, triplet_loss)
 from train.models import build_embedding_model, build_model
 from train.plots import plot_tag_auc
 from train.samplers import make_sampler
@@ -187,13 +188,13 @@ class MetricMode(Mode):
     def first_draw(self) -> None:
         raise NotImplementedError
 
-    def triplets(self, out: torch.Tensor, masks) -> torch.Tensor:
-        """The triplet loss of one batch's embeddings."""
+    def metric_loss(self, out: torch.Tensor, y: torch.Tensor, masks) -> torch.Tensor:
+        """The metric loss of one batch's embeddings (``y``: the crops' tags)."""
         raise NotImplementedError
 
     def loss(self, net, x, y, masks=None):
         out, tag_logits = net(x)
-        loss = self.triplets(out, masks)
+        loss = self.metric_loss(out, y, masks)
         if tag_logits is not None:
             loss = loss + self.cfg.tag_weight * F.binary_cross_entropy_with_logits(tag_logits, y)
         return loss
@@ -201,6 +202,9 @@ class MetricMode(Mode):
     def split_loss(self, scores, emb, labels):
         # mined in fixed blocks of 256 clips: memory bounded by the block
         c = self.cfg
+        if c.loss == "contrastive":
+            return blockwise_contrastive_loss(torch.from_numpy(emb), labels, block=256, seed=c.seed,
+                                              temperature=c.temperature)
         return blockwise_triplet_loss(torch.from_numpy(emb), labels, block=256, seed=c.seed, margin=c.margin,
                                       distance=c.distance, mining="semihard", graded=c.negatives == "graded")
 
@@ -210,7 +214,8 @@ class MetricMode(Mode):
 
 
 class MinedMetric(MetricMode):
-    """Triplets mined inside each P x K batch, over the batch gathered from every rank."""
+    """Triplets mined inside each P x K batch, or the contrastive loss over it (``--loss contrastive``),
+    over the batch gathered from every rank."""
 
     def first_draw(self):
         self.sampler.plan(1, self.cfg.batch, rng=0)
@@ -222,9 +227,14 @@ class MinedMetric(MetricMode):
     def masks(self, batches, world):
         return (self.sampler.masks(gathered_items(b, world)) for b in batches)
 
-    def triplets(self, out, masks):
-        (emb,) = dist.gather_rows(out)  # the whole batch's positives and negatives
+    def metric_loss(self, out, y, masks):
         c = self.cfg
+        if c.loss == "contrastive":
+            emb, y = dist.gather_rows(out, y)
+            # Tag samplers: graded targets by tag overlap; the others: their positives, equally weighted.
+            weights = jaccard_weights(y) if c.sampler in ("tag", "overlap") else torch.as_tensor(masks[0]).float()
+            return contrastive_loss(emb, weights, c.temperature)
+        (emb,) = dist.gather_rows(out)  # the whole batch's positives and negatives
         return batch_triplet_loss(emb, masks=masks, margin=c.margin, distance=c.distance, mining=c.mining)
 
 
@@ -242,7 +252,7 @@ class SampledMetric(MetricMode):
         # [anchors, positives, negatives], so that one forward pass serves the share's triplets
         return dist.shard(batch, rank, world).T.reshape(-1).tolist()
 
-    def triplets(self, out, masks):
+    def metric_loss(self, out, y, masks):
         anc, pos, neg = out.chunk(3)  # sampled triplets are whole on every rank
         return triplet_loss(anc, pos, neg, margin=self.cfg.margin, distance=self.cfg.distance)
 

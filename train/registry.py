@@ -17,3 +17,5 @@ TASKS = tuple(DEFAULT_MODEL)
 #: Sampler names, as ``--sampler`` spells them (``train.samplers.make_sampler``).
 SAMPLERS = ("tag", "overlap", "instance", "latent", "timbre", "beat")
 MININGS = ("semihard", "hard", "none")
+#: The losses of ``--task metric``.
+METRIC_LOSSES = ("triplet", "contrastive")

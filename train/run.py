@@ -22,7 +22,7 @@ from features.device import device_error
 from features.params import parse_features
 from train import dist
 from train.config import RunConfig
-from train.registry import DEFAULT_INPUTS, DEFAULT_MODEL, MININGS, MODEL_NAMES, SAMPLERS, TASKS
+from train.registry import DEFAULT_INPUTS, DEFAULT_MODEL, METRIC_LOSSES, MININGS, MODEL_NAMES, SAMPLERS, TASKS
 from train.runfolder import RunError
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag-weight", type=float, default=1.0,
                    help="--task metric: weight of an auxiliary tag loss (BCE of a linear layer on the "
                         "embedding) added to the triplet loss; 0 for triplets alone")
+    p.add_argument("--loss", choices=METRIC_LOSSES, default="triplet",
+                   help="--task metric: triplet (mined as --mining says, or sampled), or contrastive: a multi-label "
+                        "supervised contrastive loss over each P x K batch whose targets are the clips' tag overlap "
+                        "(Jaccard)")
+    p.add_argument("--temperature", type=float, default=0.1, help="--loss contrastive: softmax temperature")
     p.add_argument("--mining", choices=MININGS, default="semihard",
                    help="--task metric: in-batch mining over P tags x K clips, or 'none' for the course's "
                         "sampled triplets")
@@ -81,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--task metric with --init: the projection starts so that the embedding is the tagging "
                         "backbone's own (identity, or its top singular directions when --dim is narrower), or "
                         "at random (before this option existed)")
+    p.add_argument("--backbone-lr", type=float, default=1.0,
+                   help="--task metric with --init: the backbone's learning rate as a fraction of --lr (the "
+                        "projection and tag layer take --lr), so fine-tuning keeps what the tagging run learnt")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when there is one")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training steps in bfloat16 autocast (weights stay fp32; evaluation is always fp32); "
@@ -131,7 +139,7 @@ def parse_args(argv=None) -> RunConfig:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
     if a.dist_timeout <= 0:
         parser.error(f"--dist-timeout must be positive, got {a.dist_timeout}")
-    for name in ("seconds", "lr", "lr_factor", "stop_lr"):
+    for name in ("seconds", "lr", "lr_factor", "stop_lr", "temperature", "backbone_lr"):
         if not getattr(a, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(a, name)}")
     for name in ("margin", "tag_weight", "workers", "weight_decay"):
@@ -141,6 +149,11 @@ def parse_args(argv=None) -> RunConfig:
         parser.error(f"--lr-factor must be below 1 (each drop lowers the lr), got {a.lr_factor}")
     if a.init and a.task != "metric":
         parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
+    if a.loss == "contrastive" and a.mining == "none":
+        parser.error("--loss contrastive compares every clip of a P x K batch; it does not take --mining none "
+                     "(the course's sampled triplets)")
+    if a.loss == "contrastive" and a.distance != "cosine":
+        parser.error("--loss contrastive works on cosine similarities; use it with --distance cosine")
     if a.init and a.model == "linear":
         parser.error("--init: the linear projection has no backbone to start from a tagging run")
     if error := device_error(a.device):

@@ -67,7 +67,10 @@ def check_new_or_resumable(out: Path, config: dict, resume: bool, epochs: int | 
     if not last.exists():
         raise RunError(f"--resume: {last} not found; start the run without --resume")
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    diff = [k for k in config if ckpt["config"].get(k) != config[k]]
+    from train.config import RunConfig
+
+    known = RunConfig().identity()  # a setting newer than the run was at its default then
+    diff = [k for k in config if ckpt["config"].get(k, known.get(k)) != config[k]]
     if diff:
         raise RunError(f"--resume: {last} was made with other settings ({', '.join(diff)}); "
                        "use the same arguments, or another --out")
