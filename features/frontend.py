@@ -34,7 +34,8 @@ class FrontEnd(nn.Module):
     Parameters
     ----------
     features : sequence of str
-        Any of ``'mel'``, ``'mfcc'``, ``'chroma'``.
+        Any of ``'mel'``, ``'mfcc'``, ``'chroma'``, ``'musicnn'`` (the taggram of musicnn's MTT
+        network over the log-mel, :mod:`features.taggram`; needs the ``musicnn`` package).
     params : FeatureParams
 
     Examples
@@ -63,6 +64,13 @@ class FrontEnd(nn.Module):
         self.register_buffer("mel_fb", torch.from_numpy(mel_fb.astype(np.float32)))
         self.register_buffer("chroma_fb", torch.from_numpy(chroma_fb.astype(np.float32)))
         self.register_buffer("dct", torch.from_numpy(dct.astype(np.float32)))
+        self.musicnn = None
+        if "musicnn" in self.features:
+            from features.taggram import load_network
+
+            if p.n_mels != 96:
+                raise ValueError(f"the musicnn feature needs musicnn's 96 mel bands, got n_mels={p.n_mels}")
+            self.musicnn = load_network("MTT_musicnn", p.n_mels)  # a submodule: it moves with .to(device)
 
     @torch.no_grad()
     def forward(self, y: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -95,13 +103,17 @@ class FrontEnd(nn.Module):
         valid = None if bool((n_frames == frames).all()) else \
             (torch.arange(frames, device=y.device)[None, :] < n_frames[:, None]).to(power.dtype)[:, None, :]
         out = {"n_frames": n_frames}
-        if "mel" in self.features or "mfcc" in self.features:
+        if {"mel", "mfcc", "musicnn"} & set(self.features):
             mel_db = self._power_to_db(self.mel_fb @ power, valid)  # (B, n_mels, T)
             if "mel" in self.features:
                 out["mel"] = mel_db.transpose(1, 2)
             if "mfcc" in self.features:
                 mfcc = self.dct @ mel_db
                 out["mfcc"] = (mfcc if valid is None else mfcc * valid).transpose(1, 2)
+        if self.musicnn is not None:
+            from features.taggram import taggram_frames
+
+            out["musicnn"] = taggram_frames(self.musicnn, mel_db, n_frames.tolist())
         if "chroma" in self.features:
             raw = self.chroma_fb @ power
             peak = raw.amax(dim=1, keepdim=True)

@@ -12,8 +12,11 @@ from data.audio import SR
 #: STFT back-ends of the front-end: PyTorch's FFT, or nnAudio's convolution (the GPU design).
 STFTS = ("fft", "nnaudio")
 
-#: Features the front-end computes, in the order they are concatenated for models.
-FEATURES = ("mel", "mfcc", "chroma")
+#: Features the front-end computes, in the order they are concatenated for models. ``musicnn`` is
+#: the taggram of musicnn's network trained on the real MTAT, per frame (``features.taggram``).
+FEATURES = ("mel", "mfcc", "chroma", "musicnn")
+#: Rows of the ``musicnn`` feature: the 50 tags of its MTT network (``features.taggram.N_TAGS``).
+MUSICNN_TAGS = 50
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class FeatureParams:
 
     def bins(self, feature: str) -> int:
         """Number of bins (rows) of one feature."""
-        return {"mel": self.n_mels, "mfcc": self.n_mfcc, "chroma": self.n_chroma}[feature]
+        return {"mel": self.n_mels, "mfcc": self.n_mfcc, "chroma": self.n_chroma, "musicnn": MUSICNN_TAGS}[feature]
 
     def as_dict(self) -> dict:
         return asdict(self)

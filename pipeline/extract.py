@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python pipeline/extract.py",
         description="Decode MTAT-style audio and write log-mel / MFCC / chroma features to chunked HDF5.",
         formatter_class=HelpFormatter)
-    p.add_argument("--features", default="mel,mfcc,chroma", help="comma-separated: mel, mfcc, chroma")
+    p.add_argument("--features", default="mel,mfcc,chroma",
+                   help="comma-separated: mel, mfcc, chroma, musicnn (the taggram of musicnn's network trained on "
+                        "the real MTAT: 50 tag probabilities per 3-s window, held over its frames; one network pass "
+                        "per window, some 0.1 s of CPU each, nothing on a GPU)")
     p.add_argument("--data", type=Path, default=None,
                    help=f"dataset root holding {ANNOTATIONS}; default: the demo corpus in {DEMO_ROOT} "
                         "(generated on first use)")
@@ -133,6 +136,8 @@ def parse_args(argv=None):
                                     n_chroma=args.n_chroma, top_db=args.top_db)
     except ValueError as exc:
         parser.error(str(exc))
+    if "musicnn" in args.features and args.n_mels != 96:
+        parser.error(f"--features musicnn: musicnn's network reads 96 mel bands, got --n-mels {args.n_mels}")
     if args.batch is not None and args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
     if args.augment < 0:
@@ -248,6 +253,13 @@ def main(argv=None) -> int:
     t_start = time.time()
     args = parse_args(argv)
     args.t_start = t_start
+    if "musicnn" in args.features:  # before any file is made: the weights come from a package
+        from features.taggram import PretrainedError, package_dir
+
+        try:
+            package_dir()
+        except PretrainedError as exc:
+            return _fail(f"--features musicnn: {exc}")
     # The heavy libraries load only now that the arguments are good: --help and errors answer at once.
     args.device = pick_device(args.device)
     if args.stft == "auto":  # the design: nnAudio batched on the GPU; on the CPU the FFT is cheaper

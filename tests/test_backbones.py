@@ -15,12 +15,12 @@ from tests.conftest import tiny_features
 from tests.test_models import assert_few_steps_lower_bce
 from train import run
 from train.models import CRNN, FCN, MODELS, EmbeddingNet, build_embedding_model, build_model, count_parameters
-from train.musicnn_arch import Musicnn
+from features.musicnn import Musicnn
 
 N_MELS = 96
 ALL_BINS = 96 + 20 + 12
 BACKBONES = ["fcn", "crnn", "musicnn"]
-OURS = ["fcn", "crnn"]  # train.models' own; musicnn is train/musicnn_arch.py's (its weights: test_pretrained.py)
+OURS = ["fcn", "crnn"]  # train.models' own; musicnn is features/musicnn.py's (its weights: test_pretrained.py)
 
 
 def _x(b, f, t, seed=0):

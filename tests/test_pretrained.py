@@ -16,8 +16,8 @@ import torch
 from tests.conftest import MSD_MP3, MTAT_MP3, tiny_features
 from train import embed, pretrained, run, tag
 from train.models import build_model, count_parameters
-from train.musicnn_arch import Musicnn, MusicnnVGG, db_to_logc, load_musicnn_weights
-from train.tfcheckpoint import CheckpointError, list_variables, read_checkpoint
+from features.musicnn import Musicnn, MusicnnVGG, db_to_logc, load_musicnn_weights
+from features.tfcheckpoint import CheckpointError, list_variables, read_checkpoint
 
 try:
     PKG = pretrained.package_dir()
@@ -51,7 +51,7 @@ def _trainable(variables) -> int:
 @pytest.mark.parametrize("name", pretrained.NAMES)
 def test_port_has_exactly_the_checkpoint_parameters(name):
     variables = list_variables(PKG / name)
-    arch, kwargs = __import__("train.musicnn_arch", fromlist=["VARIANTS"]).VARIANTS[name]
+    arch, kwargs = __import__("features.musicnn", fromlist=["VARIANTS"]).VARIANTS[name]
     model = build_model(arch, 96, n_out=50, **kwargs)
     assert count_parameters(model) == _trainable(variables)
     load_musicnn_weights(model, read_checkpoint(PKG / name))  # every shape fits, or it raises

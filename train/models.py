@@ -16,7 +16,7 @@ and offers the same three things:
 
 No spectrogram is computed inside a model. Build them by name with :func:`build_model`; their
 names and default inputs are in ``train.registry``. The blocks they share are in ``train.layers``,
-musicnn's ports in ``train.musicnn_arch``; a new architecture belongs here.
+musicnn's ports in ``features.musicnn``; a new architecture belongs here.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from torch import nn
 
 from train.layers import (EmbeddingNet, ResBlock2d, SpecAugment, _check_stack, conv_block,
                           conv_stack, count_parameters, init_tag_prior)
-from train.musicnn_arch import Musicnn, MusicnnVGG
+from features.musicnn import Musicnn, MusicnnVGG
 from train.registry import MODEL_NAMES
-from train.shapes import check_bins, check_input
+from features.shapes import check_bins, check_input
 
 __all__ = [
     "Baseline1D",
@@ -542,7 +542,7 @@ class LinearProjection(nn.Module):
 
 
 #: Model classes by name; each is called as ``cls(n_bins, n_mels=..., n_out=..., **kwargs)``.
-#: ``musicnn`` and ``musicnn_vgg`` (Pons et al. 2018) live in :mod:`train.musicnn_arch`, with the loader of
+#: ``musicnn`` and ``musicnn_vgg`` (Pons et al. 2018) live in :mod:`features.musicnn`, with the loader of
 #: their published weights.
 MODELS: dict[str, type[nn.Module]] = {
     "baseline": Baseline1D,

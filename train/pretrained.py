@@ -11,43 +11,34 @@ folder holds what a tagging run of ours holds for loading (config.json, best.pt,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from data.cli import HelpFormatter
+from features import taggram
 from features.params import FeatureParams
 from train import runfolder
 from train.runfolder import RunError
 
 NAMES = ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg")
-PACKAGE = "musicnn==0.1.0"
-#: Frames of musicnn's 3-s patches: librosa.time_to_frames(3, sr=16000, hop_length=256, n_fft=512) + 1.
-FRAMES = 187
+PACKAGE = taggram.PACKAGE
+FRAMES = taggram.WINDOW
 
 
 def package_dir() -> Path:
-    """The installed ``musicnn`` package's folder (found, not imported: its modules import TensorFlow).
+    """The installed ``musicnn`` package's folder (:func:`features.taggram.package_dir`).
 
     Raises
     ------
     RunError
         When the package is not installed, with the command that installs it.
     """
-    spec = importlib.util.find_spec("musicnn")
-    if spec is None or not spec.submodule_search_locations:
-        raise RunError(f"the musicnn package is not installed; install its weights with "
-                       f"`pip install --no-deps {PACKAGE}` (29 MB; its TensorFlow is not needed)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _labels(pkg: Path, name: str) -> list[str]:
-    # configuration.py is plain constants (no TensorFlow); run it rather than import the package.
-    constants: dict = {}
-    exec(compile((pkg / "configuration.py").read_text(), str(pkg / "configuration.py"), "exec"), constants)
-    return list(constants["MTT_LABELS" if name.startswith("MTT") else "MSD_LABELS"])
+    try:
+        return taggram.package_dir()
+    except taggram.PretrainedError as exc:
+        raise RunError(str(exc)) from exc
 
 
 def convert(name: str, out: Path) -> Path:
@@ -69,28 +60,25 @@ def convert(name: str, out: Path) -> Path:
     RunError
         When the package is missing or its checkpoint cannot be read or does not fit.
     """
-    from train.models import build_model, count_parameters
-    from train.musicnn_arch import VARIANTS, load_musicnn_weights
-    from train.tfcheckpoint import CheckpointError, read_checkpoint
+    from features.musicnn import VARIANTS
+    from train.models import count_parameters
 
-    pkg = package_dir()
-    ckpt_dir = pkg / name
-    tags = _labels(pkg, name)
-    model_name, kwargs = VARIANTS[name]
+    ckpt_dir = package_dir() / name
+    tags = taggram.labels(name)
+    model_name, _ = VARIANTS[name]
     # 16 kHz, n_fft 512, hop 256, 96 Slaney mel bands: musicnn's own; and no dB floor, as its
     # log10(1 + 10000 S) has none (with the features' 80-dB floor clip scores move by < 1e-3).
     params = FeatureParams(top_db=None)
-    model = build_model(model_name, params.n_mels, n_mels=params.n_mels, n_out=len(tags), **kwargs)
     try:
-        load_musicnn_weights(model, read_checkpoint(ckpt_dir))
-    except (CheckpointError, ValueError, KeyError) as exc:
-        raise RunError(f"{ckpt_dir}: cannot load {name} ({exc})") from exc
+        model = taggram.load_network(name, params.n_mels)
+    except taggram.PretrainedError as exc:
+        raise RunError(str(exc)) from exc
     config = {"task": "tagging", "model": model_name, "inputs": ["mel"], "feature_params": params.as_dict(),
               "frames": FRAMES, "tags": tags, "n_params": count_parameters(model),
               "pretrained": {"name": name, "package": PACKAGE, "checkpoint": str(ckpt_dir), "licence": "ISC",
                              "input": "log10(1 + 10000 * mel power), from the dB log-mel inside the network"}}
     out.mkdir(parents=True, exist_ok=True)
-    # mean 0, std 1: the network takes the dB log-mel as it is and scales it itself (train.musicnn_arch).
+    # mean 0, std 1: the network takes the dB log-mel as it is and scales it itself (features.musicnn).
     runfolder.save_checkpoint({"model": model.state_dict(), "config": config, "epoch": 0, "score": None,
                                "mean": np.zeros(params.n_mels), "std": np.ones(params.n_mels)}, out / "best.pt")
     runfolder.write_json(out / "tags.json", tags)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.shapes import check_bins, check_input
+from features.shapes import check_bins, check_input
 
 __all__ = ["Musicnn", "MusicnnVGG", "db_to_logc", "load_musicnn_weights", "VARIANTS"]
 
@@ -288,7 +288,7 @@ def load_musicnn_weights(model: Musicnn | MusicnnVGG, tf: dict) -> None:
     model : Musicnn or MusicnnVGG
         Built with the checkpoint's sizes (see ``VARIANTS``).
     tf : dict
-        ``{name: numpy array}`` from :func:`train.tfcheckpoint.read_checkpoint`.
+        ``{name: numpy array}`` from :func:`features.tfcheckpoint.read_checkpoint`.
 
     Raises
     ------

@@ -1,4 +1,4 @@
-"""The input checks every network of ``train.models`` and ``train.musicnn_arch`` shares.
+"""The input checks every network of ``train.models`` and ``features.musicnn`` shares.
 
 A network takes standardised features ``x`` of shape ``(B, F, T)``: ``F`` feature rows (the
 first ``n_mels`` of them mel bands), ``T`` frames. A wrong feature set (mel only where the
