@@ -2,15 +2,18 @@
 
     python bench/bench_metric.py [--features cache/features-std.h5] [--out cache/metric-bench]
                                  [--epochs 6] [--seeds 0,1] [--starts tagging,musicnn]
+                                 [--recipes triplet,contrastive-blr0.1]
 
 For each seed: a tagging run of ``shortres`` (the start), then the metric stage started from it
-(``--init``) with the projection started at random (the default before ``--start``) and at the
-backbone's own embedding (``--start backbone``, today's default). From musicnn's network trained on
-the real MTAT (``train/pretrained.py MTT_musicnn``) the same two metric stages, against its own
-embedding (``train/embed.py``). Every embedding is scored on the test split with Recall@1/2/4/8 and
-compared with its start by ``eval/recall.py --against`` (the paired bootstrap difference per K);
-the tagging runs also give ROC-AUC and PR-AUC with intervals. Use a features file of the standard
-split (several hundred test queries): ``python pipeline/extract.py --split standard ...``.
+(``--init``) with each recipe of ``--recipes`` (``RECIPES``: the loss, the backbone's learning
+rate, the projection's start). From musicnn's network trained on the real MTAT
+(``train/pretrained.py MTT_musicnn``) the same recipes, against its own embedding
+(``train/embed.py``). Every embedding is scored on the test split with Recall@1/2/4/8 and compared
+with its start by the paired bootstrap difference per K (``eval/recall.py --against``); the
+tagging runs also give ROC-AUC and PR-AUC with intervals. The table also shows each run's
+validation mean Recall@K, which is what picks a default (never the test columns). Use a features
+file of the standard split (several hundred test queries): ``python pipeline/extract.py --split
+standard ...``. A run folder already finished is reused, so the script can be re-run to add seeds.
 """
 from __future__ import annotations
 
@@ -31,6 +34,14 @@ from eval.recall import recall_at_k  # noqa: E402
 
 KS = (1, 2, 4, 8)
 PY = sys.executable
+#: The metric stages compared: their run folder's name and their train/run.py arguments.
+RECIPES = {
+    "random": ["--loss", "triplet", "--start", "random"],  # before --start existed
+    "triplet": ["--loss", "triplet"],  # semi-hard triplets + tag loss, the default until 2026-12-04
+    "triplet-blr0.1": ["--loss", "triplet", "--backbone-lr", "0.1"],
+    "contrastive": ["--loss", "contrastive"],
+    "contrastive-blr0.1": ["--loss", "contrastive", "--backbone-lr", "0.1"],
+}
 
 
 def train(out: Path, *args) -> Path:
@@ -50,6 +61,10 @@ def scores(folder: Path, start: Path | None = None) -> dict:
     if start is not None:
         base = recall_at_k(np.load(start / "embeddings.npy"), labels, ks=KS)
         row["vs_start"] = {k: d for k, d in zip(KS, paired_ci(res["per_query"], base["per_query"]))}
+    if (folder / "metrics.json").is_file():
+        val = json.loads((folder / "metrics.json").read_text()).get("valid", {})
+        recalls = [val[f"recall@{k}"] for k in KS if f"recall@{k}" in val]
+        row["val_mean_recall"] = float(np.mean(recalls)) if recalls else None
     if (folder / "predictions.npy").is_file():
         pred = np.load(folder / "predictions.npy")
         import warnings
@@ -68,19 +83,22 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--starts", default="tagging,musicnn")
+    p.add_argument("--recipes", default="triplet,contrastive-blr0.1", help=f"any of {', '.join(RECIPES)}")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     f, e = a.features, a.epochs
+    recipes = [r.strip() for r in a.recipes.split(",") if r.strip()]
+    if unknown := sorted(set(recipes) - set(RECIPES)):
+        p.error(f"--recipes: unknown {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     res, t0 = {"features": str(f), "epochs": e, "rows": []}, time.time()
     for seed in map(int, a.seeds.split(",")):
         common = ["--features", f, "--epochs", e, "--seed", seed]
         if "tagging" in a.starts:
             tag = train(a.out / f"tagging-s{seed}", *common)
             res["rows"].append({"name": "tagging shortres (the start)", "seed": seed, **scores(tag)})
-            for start in ("random", "backbone"):
-                m = train(a.out / f"metric-{start}-s{seed}", *common, "--task", "metric", "--init", tag,
-                          "--start", start)
-                res["rows"].append({"name": f"metric from tagging, --start {start}", "seed": seed, **scores(m, tag)})
+            for name in recipes:
+                m = train(a.out / f"metric-{name}-s{seed}", *common, "--task", "metric", "--init", tag, *RECIPES[name])
+                res["rows"].append({"name": f"metric from tagging, {name}", "seed": seed, **scores(m, tag)})
         if "musicnn" in a.starts:
             pre = REPO / "cache/pretrained/MTT_musicnn"
             if not (pre / "config.json").is_file():
@@ -89,19 +107,20 @@ def main(argv=None) -> int:
             subprocess.run([PY, "train/embed.py", "--run", str(pre), "--features", str(f), "--out", str(emb)],
                            cwd=REPO, check=True, stdout=subprocess.DEVNULL)
             res["rows"].append({"name": "musicnn MTT (pretrained, the start)", "seed": seed, **scores(emb)})
-            for start in ("random", "backbone"):
-                m = train(a.out / f"metric-musicnn-{start}-s{seed}", *common, "--task", "metric", "--model", "musicnn",
-                          "--init", pre, "--start", start)
-                res["rows"].append({"name": f"metric from musicnn, --start {start}", "seed": seed, **scores(m, emb)})
+            for name in recipes:
+                m = train(a.out / f"metric-musicnn-{name}-s{seed}", *common, "--task", "metric", "--model", "musicnn",
+                          "--init", pre, *RECIPES[name])
+                res["rows"].append({"name": f"metric from musicnn, {name}", "seed": seed, **scores(m, emb)})
         print(f"seed {seed} done at {time.time() - t0:.0f} s", flush=True)
-    lines = ["| embedding | seed | R@1 | R@2 | R@4 | R@8 | vs its start: R@1, R@2 (paired 95% interval) | ROC-AUC | PR-AUC |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| embedding | seed | valid mean R@K | R@1 | R@2 | R@4 | R@8 | vs its start: R@1, R@2 "
+             "(paired 95% interval) | ROC-AUC | PR-AUC |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         rec = " | ".join(f"{r['recall'][k]:.3f}" for k in KS)
         vs = "; ".join(f"{d['diff']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]" + (" *" if d["beyond_noise"] else "")
                        for k, d in list(r.get("vs_start", {}).items())[:2]) or "-"
         auc = f"{r['roc_auc']:.3f} | {r['pr_auc']:.3f}" if "roc_auc" in r else "- | -"
-        lines.append(f"| {r['name']} | {r['seed']} | {rec} | {vs} | {auc} |")
+        val = f"{r['val_mean_recall']:.3f}" if r.get("val_mean_recall") is not None else "-"
+        lines.append(f"| {r['name']} | {r['seed']} | {val} | {rec} | {vs} | {auc} |")
     q = res["rows"][0]["n_queries"] if res["rows"] else 0
     lines.append(f"\n{q} test queries; * the paired interval leaves out 0. Recall@K intervals: "
                  + "; ".join(f"{r['name']} s{r['seed']} R@1 [{r['ci95'][1][0]:.3f}, {r['ci95'][1][1]:.3f}]"
