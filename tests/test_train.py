@@ -160,6 +160,21 @@ def test_backbone_lr_is_a_second_parameter_group(feats, tmp_path):
     assert len(opt.param_groups) == 1
 
 
+def test_backbone_lr_0_freezes_the_backbone(feats, tmp_path):
+    """--backbone-lr 0: the backbone's weights and batch-norm statistics stay the tagging run's; the projection trains."""
+    tagging = tmp_path / "tagging"
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(tagging), *FAST]) == 0
+    out = tmp_path / "m"
+    assert run.main(["--features", str(feats), "--task", "metric", "--model", "cnn2d", *FAST, "--init", str(tagging),
+                     "--backbone-lr", "0", "--loss", "contrastive", "--out", str(out)]) == 0
+    src = torch.load(tagging / "best.pt", weights_only=False)["model"]
+    dst = torch.load(out / "last.pt", weights_only=False)["model"]
+    for k, v in src.items():
+        if not k.startswith("head"):
+            torch.testing.assert_close(dst["backbone." + k], v, rtol=0, atol=0)  # running stats included
+    start = torch.eye(dst["proj.weight"].shape[0], dst["proj.weight"].shape[1])
+    assert not torch.equal(dst["proj.weight"], start)
+
 def test_metric_tag_loss_is_added(feats, tmp_path, monkeypatch):
     """--tag-weight adds w * BCE of the embedding's tag head; 0 leaves the triplet loss alone."""
     seen = []
@@ -232,7 +247,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, 
     (["--task", "metric", "--loss", "contrastive", "--mining", "none"], "does not take --mining none"),
     (["--task", "metric", "--loss", "contrastive", "--distance", "euclidean"], "--distance cosine"),
     (["--temperature", "0"], "--temperature must be positive"),
-    (["--backbone-lr", "-1"], "--backbone-lr must be positive"),
+    (["--backbone-lr", "-1"], "--backbone-lr must not be negative"),
 ])
 def test_bad_arguments_exit_2(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -65,10 +65,14 @@ def optimiser(cfg: RunConfig, model):
     """The optimiser (AdamW, or the course's Nesterov SGD) and its ReduceLROnPlateau rule.
 
     A metric network started from a tagging run (``--init``) trains its backbone at ``backbone_lr``
-    times the learning rate (a second parameter group; the plateau rule scales both alike).
+    times the learning rate (a second parameter group; the plateau rule scales both alike), or not
+    at all with ``backbone_lr`` 0 (:func:`frozen`).
     """
     params = model.parameters()
-    if cfg.init is not None and cfg.backbone_lr != 1.0 and hasattr(model, "backbone"):
+    if frozen(cfg, model):
+        model.backbone.requires_grad_(False)  # no gradient flows into it: a step costs its forward pass only
+        params = [p for p in model.parameters() if p.requires_grad]
+    elif cfg.init is not None and cfg.backbone_lr != 1.0 and hasattr(model, "backbone"):
         own = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
         params = [{"params": own}, {"params": model.backbone.parameters(), "lr": cfg.lr * cfg.backbone_lr}]
     if cfg.optimizer == "sgd":
@@ -77,6 +81,11 @@ def optimiser(cfg: RunConfig, model):
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                            patience=cfg.patience)
+
+
+def frozen(cfg: RunConfig, model) -> bool:
+    """Whether the run keeps its backbone as the tagging run left it (``--init`` with ``--backbone-lr 0``)."""
+    return cfg.init is not None and cfg.backbone_lr == 0 and hasattr(model, "backbone")
 
 
 def place(model, device) -> None:
@@ -336,6 +345,8 @@ def train(cfg: RunConfig) -> int:
     t_run = time.time() - (resume.get("seconds", 0.0) if resume else 0.0)
     for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
+        if frozen(cfg, model):
+            model.backbone.eval()  # its batch-norm statistics and dropout stay as the tagging run left them
         torch.manual_seed(cfg.seed * 100_003 + epoch + 1_000_003 * rank)  # this rank's random crops and dropout
         batches = mode.plan(len(split["train"]), per_clip, n_items, epoch, world)
         if augmented:  # this epoch's version of each clip (0: the original), the same on every rank

@@ -25,6 +25,7 @@ from train.config import RunConfig
 from train.registry import DEFAULT_INPUTS, DEFAULT_MODEL, METRIC_LOSSES, MININGS, MODEL_NAMES, SAMPLERS, TASKS
 from train.runfolder import RunError
 
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python train/run.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
@@ -88,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "at random (before this option existed)")
     p.add_argument("--backbone-lr", type=float, default=1.0,
                    help="--task metric with --init: the backbone's learning rate as a fraction of --lr (the "
-                        "projection and tag layer take --lr), so fine-tuning keeps what the tagging run learnt")
+                        "projection and tag layer take --lr), so fine-tuning keeps what the tagging run learnt; 0 "
+                        "freezes the backbone (weights and batch-norm statistics): only the projection and tag layer "
+                        "train")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: cuda when there is one")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="training steps in bfloat16 autocast (weights stay fp32; evaluation is always fp32); "
@@ -139,10 +142,10 @@ def parse_args(argv=None) -> RunConfig:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
     if a.dist_timeout <= 0:
         parser.error(f"--dist-timeout must be positive, got {a.dist_timeout}")
-    for name in ("seconds", "lr", "lr_factor", "stop_lr", "temperature", "backbone_lr"):
+    for name in ("seconds", "lr", "lr_factor", "stop_lr", "temperature"):
         if not getattr(a, name) > 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(a, name)}")
-    for name in ("margin", "tag_weight", "workers", "weight_decay"):
+    for name in ("margin", "tag_weight", "workers", "weight_decay", "backbone_lr"):
         if getattr(a, name) is not None and getattr(a, name) < 0:
             parser.error(f"--{name.replace('_', '-')} must not be negative, got {getattr(a, name)}")
     if a.lr_factor >= 1:
