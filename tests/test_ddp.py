@@ -15,6 +15,7 @@ import torch
 from tests import test_train
 from train import dist, run, runfolder
 from train.metric import batch_triplet_loss, make_sampler
+from train.losses import contrastive_loss, jaccard_weights
 from train.modes import make_mode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +71,13 @@ def test_rank_shares_are_disjoint_and_cover_the_epoch(kind, world):
 
 # ---------------------------------------------------------------- gathered mining
 
-def _gathered_gradient(out: str) -> None:
+def _loss(kind: str, emb, labels):
+    if kind == "contrastive":
+        return contrastive_loss(emb, jaccard_weights(labels), temperature=0.1)
+    return batch_triplet_loss(emb, labels, mining="semihard", graded=True)
+
+
+def _gathered_gradient(out: str, kind: str) -> None:
     """One rank of the gradient check (run by torchrun): a DDP linear embedding, mining over the gathered batch.
 
     It joins the job through ``dist.init`` as ``train/run.py`` does, so that the check runs the
@@ -85,7 +92,7 @@ def _gathered_gradient(out: str) -> None:
     net = DistributedDataParallel(torch.nn.Linear(x.shape[1], 4))
     mine = dist.shard(torch.arange(len(x)), dist.rank(), dist.world())
     emb, labels = dist.gather_rows(net(x[mine]), y[mine])
-    loss = batch_triplet_loss(emb, labels, mining="semihard", graded=True)
+    loss = _loss(kind, emb, labels)
     loss.backward()
     torch.save({"loss": loss.detach(), "rows": len(emb), "grads": [p.grad for p in net.parameters()]},
                f"{out}.{dist.rank()}")
@@ -102,13 +109,14 @@ def _gradient_batch():
     return x, y
 
 
-def test_gathered_mining_gives_the_single_process_gradient(tmp_path):
-    res = torchrun(2, [tmp_path / "out"], module="tests.test_ddp", timeout=120)
+@pytest.mark.parametrize("kind", ["triplet", "contrastive"])
+def test_gathered_mining_gives_the_single_process_gradient(tmp_path, kind):
+    res = torchrun(2, [tmp_path / "out", kind], module="tests.test_ddp", timeout=120)
     assert res.returncode == 0, res.stderr
     x, y = _gradient_batch()
     torch.manual_seed(0)
     ref = torch.nn.Linear(6, 4)
-    loss = batch_triplet_loss(ref(x), y, mining="semihard", graded=True)
+    loss = _loss(kind, ref(x), y)
     loss.backward()
     for rank in (0, 1):
         got = torch.load(tmp_path / f"out.{rank}")
@@ -209,4 +217,4 @@ def test_a_failing_rank_ends_the_job_with_its_message(feats, tmp_path, where, me
 
 
 if __name__ == "__main__":  # a rank of test_gathered_mining_gives_the_single_process_gradient
-    _gathered_gradient(sys.argv[1])
+    _gathered_gradient(sys.argv[1], sys.argv[2])
