@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from pipeline import extract, store
 from tests.conftest import MSD_MP3, MTAT_MP3, tiny_features
-from train import run, tag
+from train import run, runfolder, tag
 from train.feed import Crops, FeatureFile, FeedError, standardizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -494,7 +494,9 @@ def test_default_tagger_is_musicnn_or_says_it_is_the_demo(monkeypatch, capsys):
     monkeypatch.setattr(pretrained, "package_dir", lambda: (_ for _ in ()).throw(run.RunError("none")))
     assert tag.default_run() == tag.DEMO_RUN
     assert "trained on synthetic audio" in capsys.readouterr().err
-    if pretrained.importlib.util.find_spec("musicnn") is None:
+    import importlib.util
+
+    if importlib.util.find_spec("musicnn") is None:
         return
     monkeypatch.undo()
     assert tag.default_run() == tag.PRETRAINED and (tag.PRETRAINED / "best.pt").is_file()  # made on first use
@@ -586,3 +588,21 @@ def test_resident_crops_on_cuda_equal_the_memmap_crops(feats):
     torch.manual_seed(3)
     b = res.__getitems__(list(range(len(idx))))
     assert torch.equal(a[0], b[0].cpu()) and torch.equal(a[1], b[1].cpu())
+
+
+@pytest.mark.parametrize("extra,loss", [([], "contrastive"), (["--mining", "none"], "triplet"),
+                                        (["--distance", "euclidean"], "triplet"),
+                                        (["--loss", "triplet"], "triplet")])
+def test_metric_loss_default(extra, loss):
+    assert run.parse_args(["--task", "metric", *extra]).loss == loss
+
+
+def test_a_run_made_before_the_new_settings_resumes_only_as_it_was():
+    """A checkpoint without loss/temperature/backbone_lr was a triplet run at one learning rate."""
+    new = run.parse_args(["--task", "metric"]).identity()
+    old = {k: v for k, v in new.items() if k not in ("loss", "temperature", "backbone_lr")}
+    assert runfolder._differs("loss", old, new)  # the new default, contrastive, is not what it ran
+    assert not runfolder._differs("loss", old, run.parse_args(["--task", "metric", "--loss", "triplet"]).identity())
+    assert not runfolder._differs("backbone_lr", old, new)
+    tagging = run.parse_args([]).identity()
+    assert not any(runfolder._differs(k, old, tagging) for k in ("loss", "temperature", "backbone_lr"))

@@ -16,6 +16,8 @@ from pathlib import Path
 IDENTITY = ("task", "model", "inputs", "precision", "dim", "seconds", "batch", "optimizer", "lr", "weight_decay",
             "seed", "distance", "margin", "mining", "negatives", "sampler", "crops_per_clip", "tag_weight",
             "steps_per_epoch", "augmented", "init", "features", "loss", "temperature", "backbone_lr")
+#: What a run made before a setting existed used (a metric run: semi-hard triplets, one learning rate).
+LEGACY = {"loss": "triplet", "temperature": 0.1, "backbone_lr": 1.0}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class RunConfig:
     margin: float = 0.4
     tag_weight: float = 1.0
     mining: str = "semihard"  # or 'hard', or 'none' for sampled triplets
-    loss: str = "triplet"  # metric: 'triplet' or 'contrastive' (multi-label, Jaccard targets)
+    loss: str = "contrastive"  # metric: 'contrastive' (multi-label, Jaccard targets) or 'triplet'
     temperature: float = 0.1  # of the contrastive loss
     backbone_lr: float = 1.0  # with --init: the backbone's learning rate as a fraction of lr
     negatives: str = "graded"

@@ -60,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag-weight", type=float, default=1.0,
                    help="--task metric: weight of an auxiliary tag loss (BCE of a linear layer on the "
                         "embedding) added to the triplet loss; 0 for triplets alone")
-    p.add_argument("--loss", choices=METRIC_LOSSES, default="triplet",
-                   help="--task metric: triplet (mined as --mining says, or sampled), or contrastive: a multi-label "
-                        "supervised contrastive loss over each P x K batch whose targets are the clips' tag overlap "
-                        "(Jaccard)")
+    p.add_argument("--loss", choices=METRIC_LOSSES, default=None,
+                   help="--task metric: contrastive (default): a multi-label supervised contrastive loss over each "
+                        "P x K batch whose targets are the clips' tag overlap (Jaccard); triplet: mined as --mining "
+                        "says, or sampled (the default with --mining none or --distance euclidean)")
     p.add_argument("--temperature", type=float, default=0.1, help="--loss contrastive: softmax temperature")
     p.add_argument("--mining", choices=MININGS, default="semihard",
                    help="--task metric: in-batch mining over P tags x K clips, or 'none' for the course's "
@@ -152,6 +152,8 @@ def parse_args(argv=None) -> RunConfig:
         parser.error(f"--lr-factor must be below 1 (each drop lowers the lr), got {a.lr_factor}")
     if a.init and a.task != "metric":
         parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
+    if a.loss is None:  # the course's sampled triplets, or a Euclidean space, ask for the triplet loss
+        a.loss = "triplet" if a.mining == "none" or a.distance != "cosine" else "contrastive"
     if a.loss == "contrastive" and a.mining == "none":
         parser.error("--loss contrastive compares every clip of a P x K batch; it does not take --mining none "
                      "(the course's sampled triplets)")

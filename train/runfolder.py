@@ -45,6 +45,15 @@ def write_json(path: Path, obj) -> None:
     write_atomically(path, json.dumps(obj, indent=2, default=float))
 
 
+def _differs(key: str, old: dict, new: dict) -> bool:
+    """Whether setting ``key`` of a checkpoint's config ``old`` differs from ``new``'s."""
+    from train.config import LEGACY
+
+    if key not in old and key in LEGACY:  # a setting newer than the run: it had the legacy value
+        return new.get("task") != "tagging" and new[key] != LEGACY[key]  # tagging never used these
+    return old.get(key) != new[key]
+
+
 def check_new_or_resumable(out: Path, config: dict, resume: bool, epochs: int | None = None) -> dict | None:
     """The last checkpoint to resume from (``resume``), or ``None`` for a new run in an unused folder.
 
@@ -67,10 +76,7 @@ def check_new_or_resumable(out: Path, config: dict, resume: bool, epochs: int | 
     if not last.exists():
         raise RunError(f"--resume: {last} not found; start the run without --resume")
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    from train.config import RunConfig
-
-    known = RunConfig().identity()  # a setting newer than the run was at its default then
-    diff = [k for k in config if ckpt["config"].get(k, known.get(k)) != config[k]]
+    diff = [k for k in config if _differs(k, ckpt["config"], config)]
     if diff:
         raise RunError(f"--resume: {last} was made with other settings ({', '.join(diff)}); "
                        "use the same arguments, or another --out")
