@@ -161,7 +161,7 @@ def test_backbone_lr_is_a_second_parameter_group(feats, tmp_path):
 
 
 def test_backbone_lr_0_freezes_the_backbone(feats, tmp_path):
-    """--backbone-lr 0: the backbone's weights and batch-norm statistics stay the tagging run's; the projection trains."""
+    """--backbone-lr 0: the backbone (weights, batch-norm statistics) stays the tagging run's; the projection trains."""
     tagging = tmp_path / "tagging"
     assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(tagging), *FAST]) == 0
     out = tmp_path / "m"

@@ -25,11 +25,19 @@ import math
 import torch
 from torch import nn
 
-from train.layers import (EmbeddingNet, ResBlock2d, SpecAugment, _check_stack, conv_block,
-                          conv_stack, count_parameters, init_tag_prior)
 from features.musicnn import Musicnn, MusicnnVGG
-from train.registry import MODEL_NAMES
 from features.shapes import check_bins, check_input
+from train.layers import (
+    EmbeddingNet,
+    ResBlock2d,
+    SpecAugment,
+    _check_stack,
+    conv_block,
+    conv_stack,
+    count_parameters,
+    init_tag_prior,
+)
+from train.registry import MODEL_NAMES
 
 __all__ = [
     "Baseline1D",

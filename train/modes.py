@@ -33,8 +33,14 @@ from train import dist
 from train.config import RunConfig
 from train.evaluate import metrics, predict
 from train.feed import FeatureFile, FeedError, clip_statistics
-from train.losses import (batch_triplet_loss, blockwise_contrastive_loss, blockwise_triplet_loss, contrastive_loss,
-                          jaccard_weights, triplet_loss)
+from train.losses import (
+    batch_triplet_loss,
+    blockwise_contrastive_loss,
+    blockwise_triplet_loss,
+    contrastive_loss,
+    jaccard_weights,
+    triplet_loss,
+)
 from train.models import build_embedding_model, build_model
 from train.plots import plot_tag_auc
 from train.samplers import make_sampler
