@@ -606,3 +606,16 @@ def test_a_run_made_before_the_new_settings_resumes_only_as_it_was():
     assert not runfolder._differs("backbone_lr", old, new)
     tagging = run.parse_args([]).identity()
     assert not any(runfolder._differs(k, old, tagging) for k in ("loss", "temperature", "backbone_lr"))
+
+
+def test_the_start_is_epoch_0_and_kept_unless_an_epoch_beats_it(feats, tmp_path):
+    """A stage started from a tagging run scores its start on validation first; nothing learnt: the start is tested."""
+    tagging = tmp_path / "tagging"
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--out", str(tagging), *FAST]) == 0
+    out = tmp_path / "m"
+    assert run.main(["--features", str(feats), "--task", "metric", "--model", "cnn2d", *FAST, "--init", str(tagging),
+                     "--backbone-lr", "0", "--lr", "1e-12", "--weight-decay", "0", "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["best_epoch"] == 0 and m["epochs_run"] == 2 and "recall@1" in m["valid"]
+    assert "epoch   0  (the start)" in (out / "train.log").read_text()
+    assert torch.load(out / "best.pt", weights_only=False)["epoch"] == 0

@@ -129,12 +129,13 @@ def train_epoch(mode: Mode, net, opt, loader, masks, device, bar) -> dict:
 
 
 def write_results(cfg: RunConfig, mode: Mode, ff, test: dict, test_loss: float, labels, best_epoch: int,
-                  history: list, seconds: float) -> None:
-    """``metrics.json`` and the plots of a finished run."""
+                  history: list, seconds: float, start_valid: dict | None = None) -> None:
+    """``metrics.json`` and the plots of a finished run (``start_valid``: the start's validation, epoch 0)."""
     out = cfg.out
+    valid = start_valid if best_epoch == 0 else \
+        {k.removeprefix("val_"): v for k, v in history[best_epoch - 1].items() if k.startswith("val_")}
     m = {"task": cfg.task, "model": cfg.model, "best_epoch": best_epoch, "epochs_run": len(history),
-         "test_loss": test_loss, "valid": {k.removeprefix("val_"): v for k, v in history[best_epoch - 1].items()
-                                           if k.startswith("val_")} if len(history) >= best_epoch else {},
+         "test_loss": test_loss, "valid": valid or {},
          "data_wait_mean": float(np.mean([h["data_wait"] for h in history])),
          "train_clips_per_s": float(np.mean([h["clips_per_s"] for h in history])), "seconds": seconds}
     mode.results(m, test, out, ff.tags, labels, f"{cfg.model}, {out.name}")
@@ -232,6 +233,21 @@ def wrap(model, bf16: bool, device):
                                    find_unused_parameters=hasattr(model, "backbone"))
 
 
+def score_start(cfg: RunConfig, mode: Mode, model, evaluate, valid_set, mean, std, log) -> float:
+    """Epoch 0 of a stage started from a tagging run: the started network on validation, a candidate like
+    every epoch, so that the stage never ends below its start by the measure that picks the checkpoint;
+    ``best.pt`` holds it until an epoch beats it. Its validation score."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        *_, val_loss, val = evaluate(valid_set)
+    score = mode.score(val, val_loss)
+    valid = {"loss": val_loss, **{k: v for k, v in val.items() if k != "per_tag"}}
+    runfolder.save_checkpoint({"model": model.state_dict(), "config": cfg.identity(), "mean": mean, "std": std,
+                               "epoch": 0, "score": score, "valid": valid}, cfg.out / "best.pt")
+    log("epoch   0  (the start)  " + "  ".join(f"{k} {v:.4f}" for k, v in valid.items()) + "  *")
+    return score
+
+
 def save_epoch(cfg: RunConfig, h: dict, score: float, best: float, model, opt, sched, history, mean, std,
                seconds: float) -> bool:
     """``best.pt`` when ``score`` beats ``best``, ``last.pt`` always; whether the epoch was the best so far."""
@@ -255,7 +271,8 @@ def test_best(cfg: RunConfig, mode: Mode, ff, model, evaluate, test_set, history
     best_epoch = best["epoch"]
     scores, emb, labels, test_loss, test = evaluate(test_set)
     runfolder.save_outputs(out, scores, emb, labels, ff.clip_id[idx], ff.tags)
-    write_results(cfg, mode, ff, test, test_loss, labels, best_epoch, history, time.time() - t_run)
+    write_results(cfg, mode, ff, test, test_loss, labels, best_epoch, history, time.time() - t_run,
+                  best.get("valid"))
     shown = "  ".join(f"{k} {v:.4f}" for k, v in test.items())
     log(f"\ntest ({len(idx)} clips, best epoch {best_epoch}): {shown}")
     log(f"run folder {out}: metrics.json, best.pt, "
@@ -343,6 +360,8 @@ def train(cfg: RunConfig) -> int:
     # ---------------------------------------------------------------- training
     # The run's time is carried in last.pt, so a resumed run (or one only tested again) keeps what it had.
     t_run = time.time() - (resume.get("seconds", 0.0) if resume else 0.0)
+    if init and not resume and main:
+        best = score_start(cfg, mode, model, evaluate, sets["valid"], mean, std, log)
     for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
         if frozen(cfg, model):
