@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=HelpFormatter)
     p.add_argument("--features", type=Path, default=Path("cache/features.h5"), help="features file from extraction")
     p.add_argument("--task", choices=TASKS, default="tagging",
-                   help="tagging: 50-tag classifier (BCE); metric: an embedding for similarity (triplets)")
+                   help="tagging: 50-tag classifier (BCE); metric: an embedding for similarity (see --loss)")
     p.add_argument("--model", choices=MODEL_NAMES, default=None,
                    help=f"network; default {DEFAULT_MODEL['tagging']} ('linear' is for --task metric)")
     p.add_argument("--inputs", default=None, help="stored features fed to the model, e.g. mel,mfcc; "
