@@ -489,6 +489,8 @@ def test_contrastive_loss_equals_the_loops(tau):
     y[0] = 0  # an anchor without any positive is skipped
     w = jaccard_weights(y)
     assert float(contrastive_loss(x, w, tau)) == pytest.approx(_contrastive_by_loops(x, w, tau), rel=1e-5)
+    per_anchor = contrastive_loss(x, w, tau, reduction="none")
+    assert len(per_anchor) == int((w.sum(dim=1) > 0).sum()) < 12 and float(per_anchor.mean()) == pytest.approx(float(contrastive_loss(x, w, tau)))
 
 
 def test_contrastive_loss_rewards_the_tag_order():

@@ -340,11 +340,14 @@ def blockwise_triplet_loss(embeddings: torch.Tensor, labels, block: int = 256, s
     **kw
         Passed to :func:`batch_triplet_loss` (``margin``, ``distance``, ``mining``, ``graded`` ...).
     """
+    return _blockwise(lambda e, y: batch_triplet_loss(e, y, reduction="none", **kw), embeddings, labels, block, seed)
+
+
+def _blockwise(per_item, embeddings: torch.Tensor, labels, block: int, seed: int) -> float:
+    """Mean of ``per_item(embeddings[b], labels[b])`` (1-D losses) over the blocks ``b`` of a fixed shuffle."""
     labels = torch.as_tensor(labels)
     order = torch.from_numpy(np.random.default_rng(seed).permutation(len(embeddings)))
-    losses = [batch_triplet_loss(embeddings[idx], labels[idx], reduction="none", **kw)
-              for idx in order.split(block)]
-    losses = torch.cat(losses)
+    losses = torch.cat([per_item(embeddings[idx], labels[idx]) for idx in order.split(block)])
     return float(losses.mean()) if losses.numel() else 0.0
 
 
@@ -367,7 +370,8 @@ def jaccard_weights(labels) -> torch.Tensor:
     return w.fill_diagonal_(0.0)
 
 
-def contrastive_loss(embeddings: torch.Tensor, weights, temperature: float = 0.1) -> torch.Tensor:
+def contrastive_loss(embeddings: torch.Tensor, weights, temperature: float = 0.1,
+                     reduction: str = "mean") -> torch.Tensor:
     """Multi-label supervised contrastive loss with soft targets.
 
     For each anchor ``i`` a softmax over the cosine similarities to every other clip of the batch,
@@ -391,6 +395,8 @@ def contrastive_loss(embeddings: torch.Tensor, weights, temperature: float = 0.1
         ``(B, B)`` non-negative target weights; the diagonal is ignored.
     temperature : float
         Softmax temperature; smaller is sharper.
+    reduction : {'mean', 'none'}
+        ``'none'`` returns the 1-D tensor of the anchors' losses (possibly empty).
 
     Returns
     -------
@@ -406,6 +412,8 @@ def contrastive_loss(embeddings: torch.Tensor, weights, temperature: float = 0.1
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"unknown reduction {reduction!r}; choose 'mean' or 'none'")
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must be (B, D), got shape {tuple(embeddings.shape)}")
     n = len(embeddings)
@@ -421,9 +429,11 @@ def contrastive_loss(embeddings: torch.Tensor, weights, temperature: float = 0.1
     log_p = F.log_softmax(logits, dim=1).masked_fill(eye, 0.0)  # -inf * 0 would be nan
     total = w.sum(dim=1)
     anchors = total > 0
-    if not bool(anchors.any()):
-        return embeddings.sum() * 0.0
     per_anchor = -(w * log_p).sum(dim=1)[anchors] / total[anchors]
+    if reduction == "none":
+        return per_anchor
+    if per_anchor.numel() == 0:
+        return embeddings.sum() * 0.0
     return per_anchor.mean()
 
 
@@ -435,13 +445,5 @@ def blockwise_contrastive_loss(embeddings: torch.Tensor, labels, block: int = 25
     of ``block``; the result is the mean over the blocks' anchors, the same number for the same
     inputs.
     """
-    labels = torch.as_tensor(labels)
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(len(embeddings)))
-    total, count = 0.0, 0
-    for idx in order.split(block):
-        w = jaccard_weights(labels[idx])
-        k = int((w.sum(dim=1) > 0).sum())
-        if k:
-            total += float(contrastive_loss(embeddings[idx], w, temperature)) * k
-            count += k
-    return total / count if count else 0.0
+    return _blockwise(lambda e, y: contrastive_loss(e, jaccard_weights(y), temperature, reduction="none"),
+                      embeddings, labels, block, seed)

@@ -230,7 +230,14 @@ class MinedMetric(MetricMode):
         rng = np.random.default_rng([self.cfg.seed, epoch])
         return [np.asarray(b) for b in self.sampler.plan(max(1, n_items // self.cfg.batch), self.cfg.batch, rng=rng)]
 
+    @property
+    def by_tag_overlap(self) -> bool:
+        """The contrastive loss with a tag sampler: its targets come from the batch's tags, not the sampler's masks."""
+        return self.cfg.loss == "contrastive" and self.cfg.sampler in ("tag", "overlap")
+
     def masks(self, batches, world):
+        if self.by_tag_overlap:
+            return super().masks(batches, world)  # no masks to draw for each step
         return (self.sampler.masks(gathered_items(b, world)) for b in batches)
 
     def metric_loss(self, out, y, masks):
@@ -238,7 +245,7 @@ class MinedMetric(MetricMode):
         if c.loss == "contrastive":
             emb, y = dist.gather_rows(out, y)
             # Tag samplers: graded targets by tag overlap; the others: their positives, equally weighted.
-            weights = jaccard_weights(y) if c.sampler in ("tag", "overlap") else torch.as_tensor(masks[0]).float()
+            weights = jaccard_weights(y) if self.by_tag_overlap else torch.as_tensor(masks[0]).float()
             return contrastive_loss(emb, weights, c.temperature)
         (emb,) = dist.gather_rows(out)  # the whole batch's positives and negatives
         return batch_triplet_loss(emb, masks=masks, margin=c.margin, distance=c.distance, mining=c.mining)
