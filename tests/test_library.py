@@ -173,11 +173,16 @@ def interrupt_forward(monkeypatch, after: int, exc) -> None:
     monkeypatch.setattr(library.Embedder, "forward", forward)
 
 
-def test_ctrl_c_keeps_what_was_done_and_a_rerun_finishes(musicnn_run, tmp_path, monkeypatch, capsys):
+def folder_and_reference(tmp_path, run):
+    """The small folder, its index made without interruption (the reference), and the path of the one to test."""
     music = small_folder(tmp_path / "music")
     ref = tmp_path / "ref.h5"
-    assert lib_main("index", music, "--run", musicnn_run, "--out", ref, "--workers", 0, "--batch", 1, "--quiet") == 0
-    out = tmp_path / "lib.h5"
+    assert lib_main("index", music, "--run", run, "--out", ref, "--workers", 0, "--batch", 1, "--quiet") == 0
+    return music, ref, tmp_path / "lib.h5"
+
+
+def test_ctrl_c_keeps_what_was_done_and_a_rerun_finishes(musicnn_run, tmp_path, monkeypatch, capsys):
+    music, ref, out = folder_and_reference(tmp_path, musicnn_run)
     with monkeypatch.context() as m:
         interrupt_forward(m, 3, KeyboardInterrupt)
         code = lib_main("index", music, "--run", musicnn_run, "--out", out, "--workers", 0, "--batch", 1, "--quiet")
@@ -196,10 +201,7 @@ class Killed(BaseException):
 
 
 def test_killed_run_resumes_from_its_journal(musicnn_run, tmp_path, monkeypatch, capsys):
-    music = small_folder(tmp_path / "music")
-    ref = tmp_path / "ref.h5"
-    assert lib_main("index", music, "--run", musicnn_run, "--out", ref, "--workers", 0, "--batch", 1, "--quiet") == 0
-    out = tmp_path / "lib.h5"
+    music, ref, out = folder_and_reference(tmp_path, musicnn_run)
     with monkeypatch.context() as m:
         interrupt_forward(m, 4, Killed())
         with pytest.raises(Killed):
