@@ -82,31 +82,30 @@ def timed(fn, *args) -> float:
 
 
 def part_costs(paths, clips, features, tmp: Path, batch: int = 32) -> dict:
-    """CPU seconds per clip of decoding, of the front-end (each back-end) and of the HDF5 write."""
+    """CPU seconds per clip of decoding, of the front-end (each back-end) and of the HDF5 write, each
+    done as the pipeline's workers do it: one torch thread, the front-end one clip at a time."""
     import torch
 
     from features.frontend import FeatureParams, FrontEnd
+    from pipeline.engine import featurize_clips
 
     cpu = time.process_time
     t = cpu()
     waves = [load_audio(p) for p in paths]
     costs = {"decode": (cpu() - t) / len(paths)}
-    batches = []
-    for b in range(0, len(waves), batch):
-        part = waves[b:b + batch]
-        lengths = np.array([len(y) for y in part])
-        w = np.zeros((len(part), lengths.max()), np.float32)
-        for j, y in enumerate(part):
-            w[j, :len(y)] = y
-        batches.append((torch.from_numpy(w), torch.from_numpy(lengths)))
-    feats = None
-    for stft in ("fft", "nnaudio"):
-        fe = FrontEnd(features, FeatureParams(stft=stft))
-        fe(*batches[0])  # warm-up
-        t = cpu()
-        outs = [fe(w, n) for w, n in batches]
-        costs[f"frontend_{stft}"] = (cpu() - t) / len(paths)
-        feats = feats or outs
+    batches = [waves[b:b + batch] for b in range(0, len(waves), batch)]
+    feats, threads = None, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for stft in ("fft", "nnaudio"):
+            fe = FrontEnd(features, FeatureParams(stft=stft))
+            featurize_clips(fe, batches[0][:2])  # warm-up
+            t = cpu()
+            outs = [featurize_clips(fe, part) for part in batches]
+            costs[f"frontend_{stft}"] = (cpu() - t) / len(paths)
+            feats = feats or outs
+    finally:
+        torch.set_num_threads(threads)
     params = FeatureParams()
     rooms = [params.n_frames(len(y)) for y in waves]
     store.create(tmp / "w.h5", clips, store.Header(tuple(features), params), rooms)

@@ -8,8 +8,9 @@ One pipeline serves the CPU and the GPU, built from torch's own machinery:
 - a ``DataLoader`` over it, whose ``batch_sampler`` is the planned batches (fixed clip ranges,
   :func:`plan_batches`, so a resumed run computes exactly the batches an uninterrupted one would)
   and whose worker processes also run the ``collate_fn``, :class:`Batcher`. On the CPU the
-  Batcher computes the batch's features and rhythm statistics in the worker (one torch thread
-  each); for the GPU it pads the batch into one tensor. Either way a batch crosses to this
+  Batcher computes the batch's features, one clip at a time (:func:`featurize_clips`), and its
+  rhythm statistics in the worker (one torch thread each); for the GPU it pads the batch into one
+  tensor. Either way a batch crosses to this
   process as a few shared-memory tensors, not a pickled copy per clip, into pinned memory on CUDA;
 - this process moves a padded batch to the GPU (non-blocking), runs the front-end there and starts
   the copy back; :class:`WriteBehind`, a thread, waits for the copy, computes what is left (the
@@ -150,6 +151,27 @@ def featurize(frontend, wave: torch.Tensor, lengths: torch.Tensor, size: int) ->
     return out
 
 
+def featurize_clips(frontend, waves: list[np.ndarray]) -> dict:
+    """The front-end one clip at a time (the CPU's way): ``{name: (B, T, bins)}``, zero past each
+    clip's frames, and ``n_frames``; the same numbers as :func:`featurize` on the padded batch.
+
+    One clip's intermediates (its STFT, some 8 MB for 29 s) are reused from the heap from one clip to
+    the next, where a padded batch's (about 250 MB for 32 clips of 29 s) are fresh pages every batch,
+    whose page faults cost as much CPU as the FFTs (bench/RESULTS.md). No padded copy of the audio either.
+    """
+    frames = frontend.params.n_frames(max(len(y) for y in waves))
+    out = {"n_frames": torch.zeros(len(waves), dtype=torch.long)}
+    for j, y in enumerate(waves):
+        for name, v in frontend(torch.from_numpy(y)[None]).items():
+            if name == "n_frames":
+                out[name][j] = v[0]
+                continue
+            if name not in out:
+                out[name] = torch.zeros((len(waves), frames, v.shape[2]), dtype=v.dtype)
+            out[name][j, :v.shape[1]] = v[0]
+    return out
+
+
 def rhythm_rows(feats: dict, params) -> np.ndarray | None:
     """``/rhythm`` rows of a featurised batch (``None`` when the file stores none)."""
     if params is None or "mel" not in feats:
@@ -167,8 +189,8 @@ class Batcher:
     ``lengths``, the front-end's work left to the main process. The same for its versions.
     """
 
-    def __init__(self, frontend=None, rhythm_params=None, size: int = 32):
-        self.frontend, self.rhythm_params, self.size = frontend, rhythm_params, size
+    def __init__(self, frontend=None, rhythm_params=None):
+        self.frontend, self.rhythm_params = frontend, rhythm_params
 
     def __call__(self, items: list[dict]) -> dict:
         good = [it for it in items if it["error"] is None]
@@ -185,12 +207,12 @@ class Batcher:
         for key, waves in (("clips", [it["wave"] for it in good]), ("v", v_waves)):
             if not waves:
                 continue
-            wave, lengths = pad(waves)
             if self.frontend is None:
+                wave, lengths = pad(waves)
                 b[key] = {"wave": wave, "lengths": lengths}
                 continue
             t = time.perf_counter()
-            feats = featurize(self.frontend, wave, lengths, self.size)
+            feats = featurize_clips(self.frontend, waves)
             b[key] = {"feats": feats}
             if key == "clips":
                 t_r = time.perf_counter()
@@ -292,7 +314,7 @@ def to_host(b: dict, frontend, device, size: int):
         if key not in b or "wave" not in b[key]:
             continue
         wave = b[key]["wave"].to(device, non_blocking=True)
-        feats = featurize(frontend, wave, b[key]["lengths"].to(device, non_blocking=True), size)
+        feats = featurize(frontend, wave, b[key]["lengths"], size)  # lengths stay on the host: no sync
         # non-blocking copies to the host land in pinned memory; the writer waits for the event
         b[key] = {"feats": {k: v.to("cpu", non_blocking=True) for k, v in feats.items()}}
     if device.type != "cuda":
@@ -303,18 +325,20 @@ def to_host(b: dict, frontend, device, size: int):
 
 
 def fixed_mmap_threshold(_worker_id: int = 0) -> None:
-    """Keep glibc's mmap threshold at 1 MiB in this process (and in each loader worker).
+    """Keep glibc's mmap threshold at 16 MiB in this process (and in each loader worker).
 
-    glibc raises the threshold after large blocks are freed, so the next batches' arrays come from
-    the heap, which fragments and never shrinks: a decoding worker then peaked at 1.6 GiB where
-    0.63 GiB is what it uses (2,638 clips of 29 s). Fixed, a 5,278-clip shard peaks at 1.54 GiB
-    instead of 2.99 over all processes, at 4 % fewer clips/s (bench/RESULTS.md). Nothing where libc
-    is not glibc.
+    glibc raises the threshold after large blocks are freed (up to 32 MiB), so a batch's arrays then
+    come from the heap, which fragments and never shrinks: a decoding worker peaked at 1.6 GiB where
+    it used 0.63 GiB (2,638 clips of 29 s). Held at 16 MiB, one clip's front-end intermediates (about
+    8 MB for 29 s, the same sizes clip after clip) are reused from the heap, while the batch-sized
+    arrays are mapped and given back when freed. Held at 1 MiB, the intermediates were fresh pages
+    for every clip: 11 million page faults and 40 % of the CPU time in the kernel on a 2,639-clip
+    shard, against 1.3 million at 16 MiB (bench/RESULTS.md). Nothing where libc is not glibc.
     """
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        ctypes.CDLL("libc.so.6").mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
 
@@ -397,7 +421,7 @@ def extract_all(writer: store.Writer, paths: list, frontend, device, *, workers:
     relist = [[int(i)] for i in np.flatnonzero(writer.status == -1) if i not in queued]
     rhythm_params = frontend.params if writer.rhythm is not None else None
     in_main = place == "main" or (place == "auto" and device.type == "cuda")
-    batcher = Batcher(None if in_main else frontend, rhythm_params, clips)
+    batcher = Batcher(None if in_main else frontend, rhythm_params)
     work_todo = {r: todo[r] for rows in pending for r in rows if r in todo}
     source = ClipSource(paths, min_samples, max_samples, work_todo)
     batches = pending + relist
