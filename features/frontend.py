@@ -81,7 +81,8 @@ class FrontEnd(nn.Module):
         y : torch.Tensor [shape=(batch, n)]
             Waveforms at ``params.sr``, zero-padded at the end to a common length.
         lengths : torch.Tensor [shape=(batch,)] or None
-            True length of each waveform in samples; ``None`` means all are ``n`` long.
+            True length of each waveform in samples (best on the CPU: then a GPU batch never waits
+            for the host); ``None`` means all are ``n`` long.
 
         Returns
         -------
@@ -93,14 +94,17 @@ class FrontEnd(nn.Module):
         p = self.params
         if y.ndim != 2:
             raise ValueError(f"expected waveforms of shape (batch, n), got {tuple(y.shape)}")
+        frames = p.n_frames(y.shape[1])
         if lengths is None:
             lengths = torch.full((y.shape[0],), y.shape[1], dtype=torch.long)
-        n_frames = (1 + lengths.to(y.device) // p.hop_length).clamp(max=p.n_frames(y.shape[1]))
+        # The padding test on the host: lengths come from there, so a GPU batch waits for nothing.
+        n_frames = (1 + lengths.cpu() // p.hop_length).clamp(max=frames)
+        padded = not bool((n_frames == frames).all())
+        n_frames = n_frames.to(y.device, non_blocking=True)
         # Work frequency-major, as nnAudio returns it; only the small outputs are transposed.
         power = self._power(y.float())  # (B, F, T)
-        frames = power.shape[2]
         # (B, 1, T) 0/1 mask of valid frames; None when no clip of the batch is padded.
-        valid = None if bool((n_frames == frames).all()) else \
+        valid = None if not padded else \
             (torch.arange(frames, device=y.device)[None, :] < n_frames[:, None]).to(power.dtype)[:, None, :]
         out = {"n_frames": n_frames}
         if {"mel", "mfcc", "musicnn"} & set(self.features):
