@@ -16,7 +16,7 @@ so that every part of the project (reader, splits, features, training, evaluatio
 Generative model
 ----------------
 Three levels, all drawn from ``numpy.random.SeedSequence(seed)`` children keyed by track or clip index, so the
-corpus depends only on ``(n_clips, seconds, seed)`` and not on the number of worker processes:
+corpus depends only on ``(n_clips, seconds, shortest, seed)`` and not on the number of worker processes:
 
 1. **Track** (1-4 clips each, all in the same folder, like the segments of one MTAT song): a *genre* is the
    latent cause of everything else. Genre, style, key, mode, tempo, meter, the instrument parts, the drum kit
@@ -194,16 +194,25 @@ def _work(task) -> tuple[int, float]:
     return clip.index, time.perf_counter() - t
 
 
-def _params(n_clips, seconds, seed, waveform) -> dict:
+def _params(n_clips, seconds, seed, waveform, shortest=None) -> dict:
     return {"generator": "data.demo", "version": VERSION, "n_clips": n_clips, "seconds": seconds, "seed": seed,
-            "waveform": bool(waveform), "sample_rate": SR}
+            "waveform": bool(waveform), "sample_rate": SR, "shortest": shortest}
 
 
-_IDENTITY = ("generator", "version", "n_clips", "seconds", "seed", "waveform", "sample_rate")
+_IDENTITY = ("generator", "version", "n_clips", "seconds", "seed", "waveform", "sample_rate", "shortest")
 
 
 def _describe(p: dict) -> str:
-    return ", ".join(f"{k}={p.get(k)!r}" for k in ("n_clips", "seconds", "seed", "waveform", "version"))
+    return ", ".join(f"{k}={p.get(k)!r}" for k in ("n_clips", "seconds", "shortest", "seed", "waveform", "version"))
+
+
+def durations(n_clips: int, seconds: float, shortest: float | None, seed: int) -> list[float]:
+    """Each clip's duration: ``seconds``, or with ``shortest`` drawn uniformly from ``[shortest, seconds]``
+    (to 0.1 s, from the clip's own ``SeedSequence(seed, spawn_key=(4, index))``)."""
+    if shortest is None:
+        return [seconds] * n_clips
+    return [round(float(np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4, i))).uniform(
+        shortest, seconds)), 1) for i in range(n_clips)]
 
 
 def _read_json(path: Path) -> dict:
@@ -237,7 +246,8 @@ def _write_csvs(root: Path, clips: list[ClipPlan]) -> Path:
 
 
 def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0, seed: int = 0,
-             waveform: bool = False, workers: int | None = None, progress: bool = True) -> Path:
+             waveform: bool = False, workers: int | None = None, progress: bool = True,
+             shortest: float | None = None) -> Path:
     """Write a demo corpus in the MTAT layout (see the module docstring) and return its annotation file.
 
     Deterministic: the same ``(n_clips, seconds, seed)`` give the same CSV and byte-identical MP3s on a given
@@ -253,7 +263,7 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
     n_clips : int >= 16
         Number of clips; the default, 1600 x 10 s, takes about 75 s on two free cores.
     seconds : float > 0
-        Duration of every clip.
+        Duration of every clip (the longest, with ``shortest``).
     seed : int >= 0
         Corpus seed.
     waveform : bool
@@ -263,6 +273,9 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
         Worker processes (default ``os.cpu_count()``); 1 renders in this process.
     progress : bool
         Show a tqdm progress bar with the rate in clips per second.
+    shortest : float in (0, seconds] or None
+        Durations vary: each clip's is drawn uniformly from ``[shortest, seconds]`` (:func:`durations`),
+        so that batches mix lengths as a real collection's do. ``None``: every clip lasts ``seconds``.
 
     Returns
     -------
@@ -272,18 +285,25 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
     Raises
     ------
     ValueError
-        For a bad ``n_clips``, ``seconds``, ``seed`` or ``workers`` (the message names it).
+        For a bad ``n_clips``, ``seconds``, ``shortest``, ``seed`` or ``workers`` (the message names it).
     FileExistsError
         When ``root`` holds something else: a demo corpus with other parameters, or files that are not a
         demo corpus. Pick another folder or delete that one.
     """
     n_clips, seconds, seed = _check_args(n_clips, seconds, seed)
+    if shortest is not None:
+        try:
+            shortest = float(shortest)
+        except (TypeError, ValueError):
+            raise ValueError(f"shortest must be a number in (0, seconds], got {shortest!r}") from None
+        if not 0 < shortest <= seconds:
+            raise ValueError(f"shortest must be in (0, seconds={seconds}], got {shortest}")
     if workers is None:
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive integer or None, got {workers!r}")
     root = Path(root)
-    params = _params(n_clips, seconds, seed, waveform)
+    params = _params(n_clips, seconds, seed, waveform, shortest)
     csv_path, marker, pending = root / ANNOTATIONS, root / MARKER, root / PENDING
     upgrade = False
     if marker.exists():
@@ -317,7 +337,8 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
             for tmp in (root / sub / f).glob(".*.tmp"):
                 if not _writer_alive(tmp):  # left by a killed run (not by a concurrent one)
                     tmp.unlink(missing_ok=True)
-    tasks = [(c, seconds, seed, str(root), bool(waveform)) for c in clips]
+    tasks = [(c, d, seed, str(root), bool(waveform))
+             for c, d in zip(clips, durations(len(clips), seconds, shortest, seed))]
     from tqdm import tqdm
 
     bar = tqdm(total=len(tasks), unit="clip", desc=f"demo corpus -> {root}", disable=not progress, smoothing=0.1)
@@ -389,6 +410,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="cache/demo", help="output folder (default: %(default)s)")
     ap.add_argument("--clips", type=int, default=1600, help="number of clips, >= 16 (default: %(default)s)")
     ap.add_argument("--seconds", type=float, default=10.0, help="clip duration in seconds (default: %(default)s)")
+    ap.add_argument("--shortest", type=float, default=None,
+                    help="durations vary: each clip's drawn uniformly from [SHORTEST, SECONDS] (default: all SECONDS)")
     ap.add_argument("--seed", type=int, default=0, help="corpus seed (default: %(default)s)")
     ap.add_argument("--waveform", action="store_true",
                     help="also write waveform/<f>/*.npy (the decoded MP3 as float32 at 16 kHz)")
@@ -398,7 +421,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         generate(a.out, n_clips=a.clips, seconds=a.seconds, seed=a.seed, waveform=a.waveform, workers=a.workers,
-                 progress=not a.quiet)
+                 progress=not a.quiet, shortest=a.shortest)
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -345,6 +345,24 @@ def test_waveform_layout_added_to_an_mp3_corpus(tmp_path):
     assert json.loads((root / demo.MARKER).read_text())["waveform"] is True and not (root / demo.PENDING).exists()
 
 
+def test_shortest_draws_each_clips_duration_and_is_part_of_the_corpus_identity(tmp_path):
+    root = tmp_path / "mixed"
+    demo.generate(root, n_clips=16, seconds=3.0, shortest=1.0, seed=3, workers=1, progress=False)
+    want = demo.durations(16, 3.0, 1.0, 3)
+    assert want == demo.durations(16, 3.0, 1.0, 3) and all(1.0 <= d <= 3.0 for d in want)
+    assert max(want) - min(want) > 0.5  # they vary
+    layout, names = find_audio(root, kind="mp3"), [c.mp3_path for c in demo.plan(16, 3.0, 3)]
+    for name, d in zip(names, want):
+        n = sf.info(layout.path(name)).frames
+        assert d * 16000 <= n <= d * 16000 + 4 * 576, name  # encoder delay and padding: under 4 frames
+    with pytest.raises(FileExistsError, match="shortest=1.0"):
+        demo.generate(root, n_clips=16, seconds=3.0, seed=3, workers=1, progress=False)
+    for bad in (0, 3.5, "x"):
+        with pytest.raises(ValueError, match="shortest"):
+            demo.generate(tmp_path / "bad", n_clips=16, seconds=3.0, shortest=bad, progress=False)
+    assert demo.durations(4, 3.0, None, 3) == [3.0] * 4
+
+
 def test_existing_corpus_other_parameters_is_refused(corpus):
     with pytest.raises(FileExistsError, match="pick another folder or delete"):
         demo.generate(corpus, n_clips=N, seconds=SEC, seed=1, waveform=True, progress=False)
