@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from pipeline import extract, store
 from tests.conftest import MSD_MP3, MTAT_MP3, tiny_features
-from train import run, runfolder, tag
+from train import loop, run, runfolder, tag
 from train.feed import Crops, FeatureFile, FeedError, standardizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,7 +217,9 @@ def test_auto_crops_cover_the_training_audio(feats, tmp_path):
     assert expected >= 2 and json.loads((out / "config.json").read_text())["crops_per_clip_used"] == expected
 
 
-def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("every", [1, 4])  # the CPU's look at every step; a GPU's every few (here on the CPU)
+def test_nan_loss_stops_and_keeps_last_checkpoint(feats, tmp_path, monkeypatch, capsys, every):
+    monkeypatch.setattr(loop, "CHECK_EVERY", {"cpu": every})
     out = tmp_path / "run"
     real = torch.nn.functional.binary_cross_entropy_with_logits
     calls = {"n": 0}
@@ -572,6 +574,35 @@ def test_training_steps_on_cuda(feats, tmp_path, task):
     assert "cuda" in line and "resident on cuda" in line  # the default feed on a GPU
     m = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(m["test_loss"]) and 0 <= m["test_recall@1"] <= 1
+
+
+@pytest.mark.parametrize("task", ["tagging", "metric"])
+def test_compiled_training_pass_equals_eager(feats, tmp_path, monkeypatch, task):
+    # Inductor's C++ build takes a minute on a fresh machine; aot_eager traces forward and backward
+    # the same way, so this checks what --compile wraps, trains and saves, quickly.
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    outs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        outs[name] = tmp_path / name
+        assert run.main(["--features", str(feats), "--task", task, "--model", "baseline", "--out", str(outs[name]),
+                         "--precision", "fp32", *FAST, *extra]) == 0
+    a, b = (torch.load(outs[n] / "last.pt", weights_only=False) for n in ("eager", "compiled"))
+    assert a["model"].keys() == b["model"].keys()  # the plain network's weights, not the compiled wrapper's
+    for x, y in zip(a["history"], b["history"]):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+    np.testing.assert_allclose(np.load(outs["eager"] / "embeddings.npy"), np.load(outs["compiled"] / "embeddings.npy"),
+                               rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_training_on_cuda(feats, tmp_path):
+    out = tmp_path / "run"
+    assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), "--device", "cuda",
+                     "--compile", *FAST]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(m["test_loss"]) and 0 <= m["test_roc_auc"] <= 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -57,6 +57,7 @@ class RunConfig:
     precision: str = "auto"
     workers: int | None = None  # None: the device's rule (train.loop.feed_plan)
     feed: str = "auto"  # 'resident', 'memmap' or 'auto' (resident on a GPU where the features fit)
+    compile: bool = False  # torch.compile the training pass (CUDA graphs on a GPU)
     seed: int = 0
     out: Path = Path("cache/runs/tagging-shortres")
     resume: bool = False

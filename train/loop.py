@@ -75,10 +75,13 @@ def optimiser(cfg: RunConfig, model):
     elif cfg.init is not None and cfg.backbone_lr != 1.0 and hasattr(model, "backbone"):
         own = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
         params = [{"params": own}, {"params": model.backbone.parameters(), "lr": cfg.lr * cfg.backbone_lr}]
+    # On a GPU one fused kernel updates every parameter, instead of a few launches per parameter tensor.
+    fused = True if next(model.parameters()).is_cuda else None
     if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay,
+                              fused=fused)
     else:
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.lr_factor,
                                                            patience=cfg.patience)
 
@@ -106,26 +109,48 @@ def crops_per_clip(cfg: RunConfig, ff: FeatureFile, idx, length: int) -> int:
 
 
 def train_epoch(mode: Mode, net, opt, loader, masks, device, bar) -> dict:
-    """One pass over the epoch's batches; the loss, clips and seconds of this rank, or ``stopped``."""
-    t0, t_wait, seen, steps, total = time.time(), 0.0, 0, 0, 0.0
+    """One pass over the epoch's batches; the loss, clips and seconds of this rank, or ``stopped``.
+
+    On a GPU the loss is summed where it is computed and looked at every ``CHECK_EVERY`` steps (and
+    at the end), so the host queues steps ahead instead of waiting for each one's loss; a loss that
+    is not finite stops the run at the next look, before anything is saved. On the CPU, every step.
+    """
+    every = CHECK_EVERY.get(device.type, 1)
+    t0, t_wait, seen, steps = time.time(), 0.0, 0, 0
+    total = torch.zeros((), dtype=torch.float64, device=device)
     t_ready = time.time()
     for x, y in loader:
         t_wait += time.time() - t_ready
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = mode.loss(net, x, y, next(masks))
-        finite = bool(torch.isfinite(loss))
-        if not dist.all_true(finite):  # all ranks stop together, or the others would wait for this one
-            return {"stopped": f"loss is {loss.item()}" if not finite else "the loss of another rank is not finite"}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total += loss.item() * len(x)
+        total += loss.detach().double() * len(x)
         seen += len(x)
         steps += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{total / seen:.4f}", clips_s=f"{seen / (time.time() - t0):.0f}")
+        if steps % every == 0 and (stop := _not_finite(total, seen, bar, t0)):
+            return stop
         t_ready = time.time()
-    return {"loss": total, "seen": seen, "steps": steps, "seconds": time.time() - t0, "wait": t_wait}
+    if steps % every and (stop := _not_finite(total, seen, bar, t0)):
+        return stop
+    return {"loss": float(total), "seen": seen, "steps": steps, "seconds": time.time() - t0, "wait": t_wait}
+
+
+#: Steps between looks at the loss, by device type (each look waits for the steps queued before it).
+CHECK_EVERY = {"cuda": 32}
+
+
+def _not_finite(total, seen: int, bar, t0: float) -> dict | None:
+    """``{'stopped': why}`` when the loss summed so far (on this rank or another) is not finite; else
+    ``None``, with the progress bar's loss and rate brought up to date."""
+    value = float(total)
+    finite = math.isfinite(value)
+    if not dist.all_true(finite):  # all ranks stop together, or the others would wait for this one
+        return {"stopped": f"loss is {value}" if not finite else "the loss of another rank is not finite"}
+    bar.set_postfix(loss=f"{value / seen:.4f}", clips_s=f"{seen / (time.time() - t0):.0f}")
+    return None
 
 
 def write_results(cfg: RunConfig, mode: Mode, ff, test: dict, test_loss: float, labels, best_epoch: int,
@@ -221,16 +246,20 @@ def start_from(cfg: RunConfig, model, backbone: dict, crops, device) -> None:
     model.start_at_backbone(feats)
 
 
-def wrap(model, bf16: bool, device):
-    """The training pass (:class:`train.modes.TrainForward`), in DistributedDataParallel under torchrun."""
+def wrap(model, bf16: bool, device, compile: bool = False):
+    """The training pass (:class:`train.modes.TrainForward`), in DistributedDataParallel under torchrun,
+    compiled with ``compile`` (``--compile``: CUDA graphs on a GPU, where a small batch's step is bound by
+    kernel launches; inductor's fused kernels on the CPU)."""
     net = TrainForward(model, bf16)
-    if not dist.launched():
-        return net
-    from torch.nn.parallel import DistributedDataParallel
+    if dist.launched():
+        from torch.nn.parallel import DistributedDataParallel
 
-    # An EmbeddingNet leaves its backbone's tag head unused, which DDP must be told to expect.
-    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=hasattr(model, "backbone"))
+        # An EmbeddingNet leaves its backbone's tag head unused, which DDP must be told to expect.
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=hasattr(model, "backbone"))
+    if compile:
+        net = torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None)
+    return net
 
 
 def score_start(cfg: RunConfig, mode: Mode, model, evaluate, valid_set, mean, std, log) -> float:
@@ -341,7 +370,7 @@ def train(cfg: RunConfig) -> int:
         opt.load_state_dict(resume["opt"])
         sched.load_state_dict(resume["sched"])
         start_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
-    net = wrap(model, bf16, device)
+    net = wrap(model, bf16, device, cfg.compile)
 
     # ---------------------------------------------------------------- the run folder, made once the run can start
     log = RunLog(main)

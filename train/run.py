@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "memmap: crops read from the file through a memory map by loader workers; auto: resident "
                         "on a GPU where the features fit in half its free memory, memmap otherwise. Both draw the "
                         "same crops for the same seed (with --workers 0)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="torch.compile the training pass: fused kernels, and on a GPU CUDA graphs (mode "
+                        "reduce-overhead), so small batches are not bound by kernel launches; the first steps "
+                        "of each batch shape wait for the compilation (a minute or so)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes of the memmap feed; default: on a GPU min(8, cores - 1), "
                         "on the CPU 0 (the cores are busy with the steps)")
