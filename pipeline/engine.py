@@ -325,20 +325,26 @@ def to_host(b: dict, frontend, device, size: int):
 
 
 def fixed_mmap_threshold(_worker_id: int = 0) -> None:
-    """Keep glibc's mmap threshold at 16 MiB in this process (and in each loader worker).
+    """Hold glibc's mmap threshold at 16 MiB and its trim threshold at 64 MiB in this process (and in
+    each loader worker).
 
-    glibc raises the threshold after large blocks are freed (up to 32 MiB), so a batch's arrays then
-    come from the heap, which fragments and never shrinks: a decoding worker peaked at 1.6 GiB where
-    it used 0.63 GiB (2,638 clips of 29 s). Held at 16 MiB, one clip's front-end intermediates (about
-    8 MB for 29 s, the same sizes clip after clip) are reused from the heap, while the batch-sized
-    arrays are mapped and given back when freed. Held at 1 MiB, the intermediates were fresh pages
-    for every clip: 11 million page faults and 40 % of the CPU time in the kernel on a 2,639-clip
-    shard, against 1.3 million at 16 MiB (bench/RESULTS.md). Nothing where libc is not glibc.
+    glibc raises the mmap threshold after large blocks are freed (up to 32 MiB), so a batch's arrays
+    then come from the heap, which fragments and never shrinks: a decoding worker peaked at 1.6 GiB
+    where it used 0.63 GiB (2,638 clips of 29 s). Held at 16 MiB, one clip's buffers (its decoded
+    audio, its STFT: about 8 MB for 29 s, the same sizes clip after clip) are reused from the heap,
+    while the batch-sized arrays are mapped and given back when freed. Held at 1 MiB, the clip's
+    buffers were fresh pages every time: 11 million page faults and 40 % of the CPU time in the
+    kernel on a 2,639-clip shard, against 1.3 million at 16 MiB. Fixing the mmap threshold also fixes
+    the trim threshold at 128 KiB, which hands the top of the heap back after each clip, to be faulted
+    in again for the next: at 64 MiB a worker keeps it, 40 % fewer page faults (bench/RESULTS.md).
+    Nothing where libc is not glibc.
     """
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6").mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 16 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
 
