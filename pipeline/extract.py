@@ -431,6 +431,11 @@ def _fail(message: str, log=None) -> int:
 
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        code = main()
     except KeyboardInterrupt:  # the hint is printed; no traceback
-        sys.exit(130)
+        code = 130
+    # The file is written, closed and renamed, the log too: skip the interpreter's teardown of torch,
+    # half a second of every run (a third of a small job's time beside the imports; bench/RESULTS.md).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
