@@ -313,7 +313,7 @@ class WriteBehind:
         if self.unsynced > self.SYNC_BYTES:
             fd = os.open(self.writer.file.filename, os.O_RDONLY)
             try:
-                os.fdatasync(fd)
+                getattr(os, "fdatasync", os.fsync)(fd)  # macOS has no fdatasync
             finally:
                 os.close(fd)
             self.unsynced = 0
