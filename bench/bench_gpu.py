@@ -116,8 +116,8 @@ def extract(a, feats: Path, log: Path) -> dict:
 
 def cuda_tests() -> dict:
     t = time.perf_counter()
-    res = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda",
-                          "tests/test_extract.py", "tests/test_train.py"], cwd=REPO, capture_output=True, text=True)
+    res = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", "tests/test_extract.py",
+                          "tests/test_train.py", "tests/test_gpu_step.py"], cwd=REPO, capture_output=True, text=True)
     last = (res.stdout.strip().splitlines() or [""])[-1]
     return {"rc": res.returncode, "summary": last, "seconds": time.perf_counter() - t}
 

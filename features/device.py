@@ -29,3 +29,30 @@ def bf16_supported(device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def to_device(x, device):
+    """``x`` (an array or tensor) on ``device``, without making the host wait for the GPU.
+
+    A plain ``tensor.to('cuda')`` from ordinary host memory waits until the copy is done, and with
+    it every kernel queued before it, so a training step that copies a few indices stalls the
+    host. From the CPU to CUDA the data goes through pinned memory (torch's caching host
+    allocator, which keeps the buffer until the copy has run) with a non-blocking copy; anywhere
+    else it is an ordinary ``.to``.
+
+    Parameters
+    ----------
+    x : array-like or torch.Tensor
+    device : torch.device
+
+    Returns
+    -------
+    torch.Tensor
+        On ``device``; ``x`` itself when it is a tensor there already.
+    """
+    import torch
+
+    t = torch.as_tensor(x)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from features.device import to_device
 from features.timbre import timbre_statistics
 from pipeline import store
 
@@ -442,11 +443,11 @@ class ResidentCrops(Crops):
 
     def __getitems__(self, ks):
         clips, starts, _ = self._where(ks)
-        device = self._span.device
-        first = torch.as_tensor(self.resident.offset[clips] + starts, device=device)
+        # one non-blocking copy of the batch's indices: the host queues it and moves on (to_device)
+        first, rows = to_device(np.stack([self.resident.offset[clips] + starts, clips]), self._span.device)
         cols = first[:, None] + self._span[None, :]  # (B, length) columns of the resident tensor
         x = self.resident.data[:, cols].permute(1, 0, 2)  # (B, bins, length)
         dt = self._mean.dtype
         x = ((x.to(dt) - self._mean).float().to(dt) / self._std).float()  # as numpy's x -= mean; x /= std
-        return x, self._labels[torch.as_tensor(clips, device=device)]
+        return x, self._labels[rows]
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from features.device import to_device
+
 __all__ = ["triplet_loss", "pairwise_distances", "triplet_masks", "graded_negatives", "batch_triplet_loss",
            "blockwise_triplet_loss", "jaccard_weights", "contrastive_loss", "blockwise_contrastive_loss"]
 
@@ -193,7 +195,7 @@ def _check_masks(masks, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     if clash.any():
         a, b = (int(v) for v in clash.nonzero()[0])
         raise ValueError(f"masks: pair ({a}, {b}) is both positive and negative")
-    return positive.to(device, non_blocking=True), negative.to(device, non_blocking=True)
+    return to_device(positive, device), to_device(negative, device)
 
 
 def batch_triplet_loss(
@@ -281,7 +283,7 @@ def batch_triplet_loss(
     elif labels is None:
         raise ValueError("labels: give the batch's (B, n_tags) tags, or masks")
     else:
-        labels = torch.as_tensor(labels, device=embeddings.device)
+        labels = to_device(labels, embeddings.device)
         if len(labels) != n:
             raise ValueError(f"{n} embeddings but {len(labels)} label rows")
         positive, neg = triplet_masks(labels, min_jaccard)
@@ -290,32 +292,35 @@ def batch_triplet_loss(
     if neg.dim() == 2:
         neg = neg[:, None, :].expand(-1, n, -1)  # (a, p, n), the same for every p
     d = pairwise_distances(embeddings, distance)
-    inf = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
+    inf = float("inf")  # a Python number: a tensor made from it here would be a blocking copy to the GPU
     d_ap = d[:, :, None]  # (a, p, 1)
     d_an = d[:, None, :]  # (a, 1, n)
     pairs = positive & neg.any(dim=2)  # (a, p) pairs with at least one negative
     # Nearest negative per pair (inf where none); masked entries carry no gradient.
     nearest_neg = torch.where(neg, d_an, inf).amin(dim=2)  # (a, p)
 
+    # Each mining gives a loss for every candidate and a mask of those that count: the mean over the
+    # mask needs no boolean indexing, which on a GPU would make the host wait for the mask's size.
     if mining == "hard":
         # The anchor's hardest triplet; without grading, its farthest positive and nearest negative.
-        valid = pairs.any(dim=1)
-        worst = torch.where(pairs, d - nearest_neg, -inf).amax(dim=1)
-        losses = F.relu(worst[valid] + margin)
+        mask = pairs.any(dim=1)
+        losses = F.relu(torch.where(pairs, d - nearest_neg, -inf).amax(dim=1) + margin)
     elif mining == "semihard":
         semi = neg & (d_an > d_ap) & (d_an < d_ap + margin)
         nearest_semi = torch.where(semi, d_an, inf).amin(dim=2)  # (a, p)
         chosen = torch.where(semi.any(dim=2), nearest_semi, nearest_neg)
-        losses = F.relu(d[pairs] - chosen[pairs] + margin)
+        mask, losses = pairs, F.relu(d - chosen + margin)
     else:
-        triplets = positive[:, :, None] & neg
-        losses = F.relu(d_ap - d_an + margin)[triplets]
+        mask, losses = positive[:, :, None] & neg, F.relu(d_ap - d_an + margin)
 
     if reduction == "none":
-        return losses
-    if losses.numel() == 0:
-        return embeddings.sum() * 0.0
-    return losses.mean()
+        return losses[mask]
+    return _masked_mean(losses, mask)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` holds, without a host sync; 0 (still in the graph) where none does."""
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp_min(1)
 
 
 def blockwise_triplet_loss(embeddings: torch.Tensor, labels, block: int = 256, seed: int = 0, **kw) -> float:
@@ -392,7 +397,8 @@ def contrastive_loss(embeddings: torch.Tensor, weights, temperature: float = 0.1
     embeddings : torch.Tensor
         ``(B, D)``, not necessarily normalised.
     weights : array-like or torch.Tensor
-        ``(B, B)`` non-negative target weights; the diagonal is ignored.
+        ``(B, B)`` non-negative target weights; the diagonal is ignored. Checked for negative
+        values where they are on the CPU (on a GPU the check would make the host wait).
     temperature : float
         Softmax temperature; smaller is sharper.
     reduction : {'mean', 'none'}
@@ -417,24 +423,22 @@ def contrastive_loss(embeddings: torch.Tensor, weights, temperature: float = 0.1
     if embeddings.dim() != 2:
         raise ValueError(f"embeddings must be (B, D), got shape {tuple(embeddings.shape)}")
     n = len(embeddings)
-    w = torch.as_tensor(weights, device=embeddings.device).float()
+    w = torch.as_tensor(weights)
     if w.shape != (n, n):
         raise ValueError(f"weights for {n} embeddings must be ({n}, {n}), got {tuple(w.shape)}")
-    if bool((w < 0).any()):
+    if w.device.type == "cpu" and bool((w < 0).any()):  # checked where they are: a GPU step does not wait on it
         raise ValueError("weights must be non-negative")
     eye = torch.eye(n, dtype=torch.bool, device=embeddings.device)
-    w = w.masked_fill(eye, 0.0)
+    w = to_device(w, embeddings.device).float().masked_fill(eye, 0.0)
     z = F.normalize(embeddings.float(), dim=1)
     logits = (z @ z.T / temperature).masked_fill(eye, float("-inf"))
     log_p = F.log_softmax(logits, dim=1).masked_fill(eye, 0.0)  # -inf * 0 would be nan
     total = w.sum(dim=1)
     anchors = total > 0
-    per_anchor = -(w * log_p).sum(dim=1)[anchors] / total[anchors]
+    per_anchor = -(w * log_p).sum(dim=1) / total.clamp_min(torch.finfo(total.dtype).tiny)
     if reduction == "none":
-        return per_anchor
-    if per_anchor.numel() == 0:
-        return embeddings.sum() * 0.0
-    return per_anchor.mean()
+        return per_anchor[anchors]
+    return _masked_mean(per_anchor, anchors)
 
 
 def blockwise_contrastive_loss(embeddings: torch.Tensor, labels, block: int = 256, seed: int = 0,

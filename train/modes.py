@@ -59,7 +59,10 @@ class TrainForward(nn.Module):
         self.model, self.bf16 = model, bf16
 
     def forward(self, x):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        if self.bf16:
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                out = self.model(x)
+        else:
             out = self.model(x)
         out = out.float()  # losses in fp32
         head = getattr(self.model, "tag_head", None)
