@@ -4,7 +4,8 @@
                               [--rows 0] [--pool 128] [--stages corpus,decode,extract,tests,train,ceiling]
                               [--json cache/gpu/gpu.json] [--md cache/gpu/gpu.md]
 
-On a GPU machine (``bench/gpu.sh`` sets one up from carried wheels) it runs, each stage timed:
+On a GPU machine (``bench/gpu.sh`` sets one up from carried wheels) it runs, each stage timed, in
+this order:
 
 * corpus: ``data/fullscale.py`` lays out MTAT's 25,863 clips of 29.1 s (hard links to ``--pool``
   rendered clips; ``--rows N`` keeps the first N rows for a dry run on a small machine);
@@ -12,16 +13,19 @@ On a GPU machine (``bench/gpu.sh`` sets one up from carried wheels) it runs, eac
   (``pipeline.engine.ClipSource`` in a DataLoader), the rate extraction cannot beat;
 * extract: ``pipeline/extract.py`` (mel+MFCC+chroma, float16, standard split), killed with SIGKILL
   at 30 % and resumed, with the GPU's utilisation sampled by ``nvidia-smi``: clips/s against the floor;
-* tests: the CUDA tests (``pytest -k cuda``), which skip on a machine without a GPU;
-* train: ``train/run.py`` for one whole epoch with validation and test, at the defaults, at
-  ``--batch 256``, for ``--task metric``, and under ``torchrun --nproc-per-node 1`` (NCCL), each
-  with its crops/s, data wait and seconds; with ``--compile`` at both batches (two capped epochs,
-  the second timed, after compiling); a 20-epoch run and MTAT from MP3s to test scores are
-  projected from them;
 * ceiling: the default network's FLOPs per crop (forward and backward, ``FlopCounterMode``)
-  against the GPU's measured bf16 matrix rate: how far the trainer is from the hardware.
+  against the GPU's measured bf16 matrix rate: how far the trainer is from the hardware;
+* train: ``train/run.py`` for one whole epoch with validation and test, at the defaults, for
+  ``--task metric`` and at ``--batch 256``, each with its crops/s, data wait and seconds; with
+  ``--compile`` at both batches (two capped epochs, the second timed, after compiling); under
+  ``torchrun --nproc-per-node 1`` (NCCL); a 20-epoch run and MTAT from MP3s to test scores are
+  projected from them;
+* tests: the CUDA tests (``pytest -k cuda``), which skip on a machine without a GPU.
 
-Everything lands in one JSON and a markdown table for ``bench/RESULTS.md``.
+A lent GPU machine gives a command minutes, not hours: past ``--budget`` seconds a training run is
+cut (its last whole epoch still counts) and what is left is not run, and the results so far are
+written after every stage and run, so a command killed from outside still returns them. Everything
+lands in one JSON and a markdown table for ``bench/RESULTS.md``.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 from bench_scale import _done_fraction, run_stage  # noqa: E402
 
-STAGES = ("corpus", "decode", "extract", "tests", "train", "ceiling")
+STAGES = ("corpus", "decode", "extract", "ceiling", "train", "tests")
 PY = sys.executable
 
 
@@ -114,18 +118,28 @@ def extract(a, feats: Path, log: Path) -> dict:
             "file_gib": feats.stat().st_size / 2**30}
 
 
-def cuda_tests() -> dict:
+def cuda_tests(a) -> dict:
     t = time.perf_counter()
-    res = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", "tests/test_extract.py",
-                          "tests/test_train.py", "tests/test_gpu_step.py"], cwd=REPO, capture_output=True, text=True)
-    last = (res.stdout.strip().splitlines() or [""])[-1]
-    return {"rc": res.returncode, "summary": last, "seconds": time.perf_counter() - t}
+    cmd = [PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "cuda", "tests/test_extract.py",
+           "tests/test_train.py", "tests/test_gpu_step.py"]
+    try:
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=max(1.0, a.left()))
+    except subprocess.TimeoutExpired as exc:
+        return {"rc": None, "summary": f"cut at the budget after {time.perf_counter() - t:.0f} s",
+                "tail": (exc.stdout or b"")[-2000:].decode(errors="replace")}
+    lines = res.stdout.strip().splitlines() or [""]
+    failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+    return {"rc": res.returncode, "summary": lines[-1], "failed": failed, "seconds": time.perf_counter() - t}
 
 
-#: name: (extra arguments, epochs); the compiled runs are timed on their second epoch (after compiling).
-TRAIN_RUNS = {"default": ([], 1), "batch256": (["--batch", "256"], 1), "metric": (["--task", "metric"], 1),
+#: name: (extra arguments, epochs), in the order they run (the most wanted first: a run past the budget
+#: is cut and the later ones are left out); the compiled runs are timed on their second epoch (after
+#: compiling); torchrun1 runs under ``torchrun --nproc-per-node 1`` (NCCL).
+TRAIN_RUNS = {"default": ([], 1), "metric": (["--task", "metric"], 1), "batch256": (["--batch", "256"], 1),
               "compile": (["--compile", "--steps-per-epoch", "1500"], 2),
-              "batch256-compile": (["--batch", "256", "--compile", "--steps-per-epoch", "300"], 2)}
+              "batch256-compile": (["--batch", "256", "--compile", "--steps-per-epoch", "300"], 2),
+              "torchrun1": (["--steps-per-epoch", "300"], 1)}
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1"]
 
 
 def last_epoch(log: Path) -> dict:
@@ -137,31 +151,26 @@ def last_epoch(log: Path) -> dict:
     return {"last_epoch_crops_per_s": float(m[1]), "last_epoch_data_wait": float(m[2]) / 100} if m else {}
 
 
-def train_runs(a, feats: Path, log: Path) -> dict:
-    out = {}
+def train_runs(a, feats: Path, log: Path, out: dict) -> dict:
+    """Each of ``TRAIN_RUNS`` in turn into ``out``, saved after each; a run past the budget is cut (its
+    last whole epoch still counts), and the runs after it are left out."""
     for name, (extra, epochs) in TRAIN_RUNS.items():
+        if a.left() <= 0:
+            out[name] = {"skipped": "no budget left"}
+            continue
         folder = a.work / f"run-{name}"
         shutil.rmtree(folder, ignore_errors=True)
-        st = run_stage([PY, "train/run.py", "--features", str(feats), "--epochs", str(epochs), "--out", str(folder),
-                        "--quiet", *extra], log)
-        if st["rc"] != 0:
-            out[name] = {"rc": st["rc"]}
-            continue
-        m = json.loads((folder / "metrics.json").read_text())
-        line = (folder / "train.log").read_text().splitlines()[0]
-        out[name] = {"seconds": st["seconds"], "crops_per_s": m["train_clips_per_s"], "epochs": epochs,
-                     "data_wait": m["data_wait_mean"], "run_seconds": m["seconds"], "start_line": line,
-                     **last_epoch(folder / "train.log"),
-                     **{k: v for k, v in m.items() if k.startswith("test_") and not isinstance(v, dict)}}
-    folder = a.work / "run-torchrun"
-    shutil.rmtree(folder, ignore_errors=True)
-    st = run_stage([PY, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "train/run.py",
-                    "--features", str(feats), "--epochs", "1", "--steps-per-epoch", "300", "--out", str(folder),
-                    "--quiet"], log)
-    out["torchrun1"] = {"rc": st["rc"], "seconds": st["seconds"]}
-    if st["rc"] == 0:
-        m = json.loads((folder / "metrics.json").read_text())
-        out["torchrun1"].update(crops_per_s=m["train_clips_per_s"], data_wait=m["data_wait_mean"])
+        launch = [PY, *TORCHRUN] if name == "torchrun1" else [PY]
+        st = run_stage([*launch, "train/run.py", "--features", str(feats), "--epochs", str(epochs),
+                        "--out", str(folder), "--quiet", *extra], log, lambda: a.left() <= 0)
+        r = out[name] = {"rc": st["rc"], "cut": st["killed"], "seconds": st["seconds"], "epochs": epochs}
+        if (folder / "train.log").is_file():
+            r.update(start_line=(folder / "train.log").read_text().splitlines()[0], **last_epoch(folder / "train.log"))
+        if st["rc"] == 0:
+            m = json.loads((folder / "metrics.json").read_text())
+            r.update(crops_per_s=m["train_clips_per_s"], data_wait=m["data_wait_mean"], run_seconds=m["seconds"],
+                     **{k: v for k, v in m.items() if k.startswith("test_") and not isinstance(v, dict)})
+        a.save()
     return out
 
 
@@ -215,8 +224,15 @@ def table(res: dict) -> str:
             wait = r.get("last_epoch_data_wait", r["data_wait"])
             rows.append(f"| train {name}: {what} | {r['seconds']:.1f} s; {rate:.0f} crops/s, "
                         f"data wait {100 * wait:.1f} % |")
+        elif "skipped" in r:
+            rows.append(f"| train {name} | not run: {r['skipped']} |")
+        elif "last_epoch_crops_per_s" in r:
+            rows.append(f"| train {name} | {'cut at the budget' if r['cut'] else 'failed'} after {r['seconds']:.0f} s;"
+                        f" its last whole epoch {r['last_epoch_crops_per_s']:.0f} crops/s, data wait "
+                        f"{100 * r['last_epoch_data_wait']:.1f} % |")
         else:
-            rows.append(f"| train {name} | failed (rc {r.get('rc')}) |")
+            rows.append(f"| train {name} | {'cut at the budget' if r.get('cut') else 'failed'} after "
+                        f"{r.get('seconds', 0):.0f} s (rc {r.get('rc')}), before an epoch ended |")
     if "ceiling" in st:
         c = st["ceiling"]
         rows.append(f"| ceiling | shortres {c['gflop_per_crop']:.2f} GFLOP per crop (fwd+bwd); bf16 matmul "
@@ -226,7 +242,8 @@ def table(res: dict) -> str:
         rows.append(f"| projected | 20 epochs {p['twenty_epochs_s']:.0f} s; MP3s to test scores "
                     f"{p['mp3_to_scores_s']:.0f} s |")
     if "tests" in st:
-        rows.append(f"| CUDA tests | {st['tests']['summary']} |")
+        failed = "".join("; " + f for f in st["tests"].get("failed", []))
+        rows.append(f"| CUDA tests | {st['tests']['summary']}{failed} |")
     return "\n".join(rows)
 
 
@@ -241,6 +258,9 @@ def main(argv=None) -> int:
     p.add_argument("--stages", default=",".join(STAGES), help=f"any of {', '.join(STAGES)}")
     p.add_argument("--json", type=Path, default=None, help="default WORK/gpu.json")
     p.add_argument("--md", type=Path, default=None, help="default WORK/gpu.md")
+    p.add_argument("--budget", type=float, default=420,
+                   help="seconds for the whole benchmark: a training run still going then is cut, later runs and "
+                        "the tests are left out (the results so far are written after every stage and run)")
     a = p.parse_args(argv)
     stages = [s for s in a.stages.split(",") if s]
     if set(stages) - set(STAGES):
@@ -253,23 +273,33 @@ def main(argv=None) -> int:
 
     res = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                       f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
-           "torch": torch.__version__, "stages": {}}
+           "torch": torch.__version__, "budget_s": a.budget, "stages": {}}
     t0 = time.perf_counter()
+    a.left = lambda: a.budget - (time.perf_counter() - t0)
+    a.save = lambda: save(res, a.json or a.work / "gpu.json", a.md or a.work / "gpu.md")
     for stage, fn in (("corpus", lambda: corpus(a)), ("decode", lambda: decode_floor(a)),
-                      ("extract", lambda: extract(a, feats, log)), ("tests", cuda_tests),
-                      ("train", lambda: train_runs(a, feats, log)), ("ceiling", ceiling)):
+                      ("extract", lambda: extract(a, feats, log)), ("ceiling", ceiling),
+                      ("train", lambda: train_runs(a, feats, log, res["stages"].setdefault("train", {}))),
+                      ("tests", lambda: cuda_tests(a))):
         if stage in stages:
-            res["stages"][stage] = fn()
+            res["stages"][stage] = fn() if stage != "tests" or a.left() > 0 else {"summary": "not run: no budget left"}
+            a.save()
             print(f"{stage}: done at {time.perf_counter() - t0:.0f} s", flush=True)
+    print(table(res))
+    return 0
+
+
+def save(res: dict, json_path: Path, md_path: Path) -> None:
+    """``res`` (with the projections its figures allow) as JSON and as the markdown table, replaced whole."""
     tr, ex = res["stages"].get("train", {}).get("default", {}), res["stages"].get("extract")
     if "run_seconds" in tr and ex:
         res["projected"] = {"twenty_epochs_s": 20 * tr["run_seconds"],
                             "mp3_to_scores_s": ex["seconds"] + 20 * tr["run_seconds"]}
-    md = table(res)
-    (a.json or a.work / "gpu.json").write_text(json.dumps(res, indent=2, default=float))
-    (a.md or a.work / "gpu.md").write_text(f"{res['machine']}, torch {res['torch']}\n\n{md}\n")
-    print(md)
-    return 0
+    for path, text in ((json_path, json.dumps(res, indent=2, default=float)),
+                       (md_path, f"{res['machine']}, torch {res['torch']}\n\n{table(res)}\n")):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":
