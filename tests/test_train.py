@@ -538,7 +538,8 @@ def test_resident_feed_draws_the_memmap_feeds_crops(tmp_path, dtype):
     ff = FeatureFile(f, ("mel", "chroma"))
     idx = ff.indices("train")
     mean, std = standardizer(ff, idx)
-    resident = Resident(ff, np.arange(len(ff)), torch.device("cpu"), block=3)
+    per_clip = int(ff.n_frames.mean()) * ff.bins * ff.dtype.itemsize
+    resident = Resident(ff, np.arange(len(ff)), torch.device("cpu"), block_bytes=int(2.5 * per_clip))  # blocks of 2-3
     assert resident.data.dtype == (torch.float16 if dtype == "float16" else torch.float32)
     assert resident.data.nbytes == Resident.nbytes(ff, np.arange(len(ff)))
     for mode, items in (("random", idx), ("fixed", ff.indices("valid")), ("chunks", ff.indices("test"))):

@@ -162,27 +162,36 @@ class FeatureFile:
         ``version_frames[i, v] > 0``) instead of the original. ``dtype=ff.dtype`` reads the stored
         values as they are (float16 files stay float16).
         """
+        out = np.empty((self.bins, length), dtype)
+        for row, width, at, piece in self.pieces(i, start, length, version):
+            out[row:row + width, at:at + len(piece)] = piece.T
+        return out
+
+    def pieces(self, i: int, start: int, length: int, version: int = 0):
+        """The stored pieces of :meth:`crop`'s frames, as they lie in the file: no copy, no conversion.
+
+        Yields ``(row, width, at, piece)``: ``piece`` is a ``(n, width)`` view (frames x bins, the
+        storage type) of the memory map holding frames ``start+at : start+at+n`` of the feature whose
+        bins are rows ``row : row+width`` of a crop. One piece per feature and chunk the frames touch.
+        """
         if self._mm is None:  # opened per process: a map must not cross a fork
             self._mm = [np.memmap(p, dtype=np.uint8, mode="r") for p in self.files]
         reads = self._reads
         if version:
             reads, i = self._vreads, self._version_row(i, version)
-        out = np.empty((self.bins, length), dtype)
         size = self.dtype.itemsize
         row = 0
         for width, (which, firsts, table) in zip(self.widths, reads):
             f, offsets, C = table[which[i]]
             mm, first = self._mm[f], int(firsts[i]) + start  # frame of the dataset in that file
             g, end = first, first + length
-            while g < end:  # one piece per chunk the crop touches
+            while g < end:  # one piece per chunk the frames touch
                 k, within = divmod(g, C)
                 n = min(end - g, C - within)
                 at = int(offsets[k]) + within * width * size
-                piece = mm[at:at + n * width * size].view(self.dtype).reshape(n, width)
-                out[row:row + width, g - first:g - first + n] = piece.T
+                yield row, width, g - first, mm[at:at + n * width * size].view(self.dtype).reshape(n, width)
                 g += n
             row += width
-        return out
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -379,12 +388,42 @@ class Crops(Dataset):
         return batch
 
 
+def read_rows(ff: FeatureFile, clips, out: np.ndarray) -> np.ndarray:
+    """Every frame of ``clips``, one clip after another, into ``out`` as the file stores them.
+
+    Parameters
+    ----------
+    ff : FeatureFile
+    clips : array-like of int
+        Positions in ``ff``.
+    out : np.ndarray [shape=(sum of the clips' frames, ff.bins), dtype=ff.dtype]
+        Frames as rows; filled in place, piece by stored piece (no transposition).
+
+    Returns
+    -------
+    np.ndarray
+        ``out``.
+    """
+    at = 0
+    for i in clips:
+        n = int(ff.n_frames[i])
+        for row, width, t, piece in ff.pieces(int(i), 0, n):
+            out[at + t:at + t + len(piece), row:row + width] = piece
+        at += n
+    return out
+
+
 class Resident:
     """The stored features of some clips held in one tensor on a device, for :class:`ResidentCrops`.
 
     Loaded once, in the file's storage type (a float16 file stays float16: MTAT's mel+MFCC+chroma
-    is 9.4 GiB), clip after clip along time: ``data`` is ``(bins, frames)`` and clip ``i`` of the
-    file starts at column ``offset[i]``. Crops are then gathered on the device, with no host copy.
+    is 9.4 GiB), clip after clip, frames as rows as the file stores them: ``data`` is
+    ``(frames, bins)`` and clip ``i`` of the file starts at row ``offset[i]``. Crops are then
+    gathered on the device, with no host copy.
+
+    The file's pieces are copied as they lie (:func:`read_rows`, no transposition on the host) into
+    blocks of about ``block_bytes``; on a GPU each block is staged in pinned memory and
+    copied without waiting, so the host fills the next block while the last one crosses.
 
     Parameters
     ----------
@@ -392,22 +431,34 @@ class Resident:
     idx : array-like of int
         The clips to hold (positions in ``ff``).
     device : torch.device
-    block : int
-        Clips read and copied to the device at a time (bounds the host memory the load takes).
+    block_bytes : int
+        Bytes read and copied to the device at a time (bounds the host memory the load takes).
     """
 
-    def __init__(self, ff: FeatureFile, idx, device, block: int = 512):
+    def __init__(self, ff: FeatureFile, idx, device, block_bytes: int = 256 * 2**20):
         idx = np.asarray(idx, np.int64)
         self.offset = np.full(len(ff), -1, np.int64)
         lengths = ff.n_frames[idx]
-        self.offset[idx] = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(idx) else []
+        ends = np.cumsum(lengths)
+        self.offset[idx] = ends - lengths
         dtype = torch.float16 if ff.dtype == np.float16 else torch.float32
-        self.data = torch.empty((ff.bins, int(lengths.sum())), dtype=dtype, device=device)
-        for at in range(0, len(idx), block):
-            part = idx[at:at + block]
-            host = np.concatenate([ff.crop(int(i), 0, int(ff.n_frames[i]), dtype=ff.dtype) for i in part], axis=1)
-            start = int(self.offset[part[0]])
-            self.data[:, start:start + host.shape[1]] = torch.from_numpy(host).to(device)
+        self.data = torch.empty((int(ends[-1]) if len(idx) else 0, ff.bins), dtype=dtype, device=device)
+        staged = self.data.device.type == "cuda"
+        for part in self.blocks(lengths, block_bytes // (ff.bins * ff.dtype.itemsize)):
+            a, b = int(ends[part[0]] - lengths[part[0]]), int(ends[part[-1]])
+            host = torch.empty((b - a, ff.bins), dtype=dtype, pin_memory=True) if staged else self.data[a:b]
+            read_rows(ff, idx[part], host.numpy())
+            if staged:  # the caching host allocator keeps `host` until this copy has run
+                self.data[a:b].copy_(host, non_blocking=True)
+
+    @staticmethod
+    def blocks(lengths: np.ndarray, frames: int) -> list[np.ndarray]:
+        """Consecutive runs of clips (positions in ``lengths``) of about ``frames`` frames each, one clip
+        at least: the blocks a load reads and copies at a time."""
+        if not len(lengths):
+            return []
+        block = (np.cumsum(lengths) - lengths) // max(1, frames)  # the block each clip starts in
+        return np.split(np.arange(len(lengths)), np.flatnonzero(np.diff(block)) + 1)
 
     @staticmethod
     def nbytes(ff: FeatureFile, idx) -> int:
@@ -445,9 +496,10 @@ class ResidentCrops(Crops):
         clips, starts, _ = self._where(ks)
         # one non-blocking copy of the batch's indices: the host queues it and moves on (to_device)
         first, rows = to_device(np.stack([self.resident.offset[clips] + starts, clips]), self._span.device)
-        cols = first[:, None] + self._span[None, :]  # (B, length) columns of the resident tensor
-        x = self.resident.data[:, cols].permute(1, 0, 2)  # (B, bins, length)
+        x = self.resident.data[first[:, None] + self._span[None, :]]  # (B, length, bins): each crop's rows
+        x = x.permute(0, 2, 1)  # (B, bins, length)
         dt = self._mean.dtype
-        x = ((x.to(dt) - self._mean).float().to(dt) / self._std).float()  # as numpy's x -= mean; x /= std
+        # as numpy's x -= mean; x /= std on float32 crops
+        x = ((x.to(dt) - self._mean).float().to(dt) / self._std).float().contiguous()
         return x, self._labels[rows]
 
