@@ -145,12 +145,13 @@ TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "
 
 
 def last_epoch(log: Path) -> dict:
-    """crops/s and data wait of the last epoch line of a run's ``train.log``."""
+    """Number, crops/s and data wait of the last epoch line of a run's ``train.log``."""
     import re
 
     lines = [ln for ln in log.read_text().splitlines() if re.match(r"epoch +\d+ +train_loss", ln)]
-    m = re.search(r"(\d+) clips/s +data wait ([\d.]+)%", lines[-1]) if lines else None
-    return {"last_epoch_crops_per_s": float(m[1]), "last_epoch_data_wait": float(m[2]) / 100} if m else {}
+    m = re.search(r"epoch +(\d+) .*?(\d+) clips/s +data wait ([\d.]+)%", lines[-1]) if lines else None
+    return {"last_epoch": int(m[1]), "last_epoch_crops_per_s": float(m[2]),
+            "last_epoch_data_wait": float(m[3]) / 100} if m else {}
 
 
 def train_runs(a, feats: Path, log: Path, out: dict) -> dict:
@@ -167,7 +168,8 @@ def train_runs(a, feats: Path, log: Path, out: dict) -> dict:
                         "--out", str(folder), "--quiet", *extra], log, lambda: a.left() - a.reserve <= 0)
         r = out[name] = {"rc": st["rc"], "cut": st["killed"], "seconds": st["seconds"], "epochs": epochs}
         if (folder / "train.log").is_file():
-            r.update(start_line=(folder / "train.log").read_text().splitlines()[0], **last_epoch(folder / "train.log"))
+            first = (folder / "train.log").read_text().splitlines()[:1]  # empty if cut before its first line
+            r.update(start_line=(first or [""])[0], **last_epoch(folder / "train.log"))
         if st["rc"] == 0:
             m = json.loads((folder / "metrics.json").read_text())
             r.update(crops_per_s=m["train_clips_per_s"], data_wait=m["data_wait_mean"], run_seconds=m["seconds"],
@@ -229,9 +231,10 @@ def table(res: dict) -> str:
         elif "skipped" in r:
             rows.append(f"| train {name} | not run: {r['skipped']} |")
         elif "last_epoch_crops_per_s" in r:
+            compiling = " (the compiling epoch)" if "compile" in name and r["last_epoch"] == 1 else ""
             rows.append(f"| train {name} | {'cut at the budget' if r['cut'] else 'failed'} after {r['seconds']:.0f} s;"
-                        f" its last whole epoch {r['last_epoch_crops_per_s']:.0f} crops/s, data wait "
-                        f"{100 * r['last_epoch_data_wait']:.1f} % |")
+                        f" its last whole epoch, {r['last_epoch']}{compiling}: {r['last_epoch_crops_per_s']:.0f} "
+                        f"crops/s, data wait {100 * r['last_epoch_data_wait']:.1f} % |")
         else:
             rows.append(f"| train {name} | {'cut at the budget' if r.get('cut') else 'failed'} after "
                         f"{r.get('seconds', 0):.0f} s (rc {r.get('rc')}), before an epoch ended |")
@@ -261,8 +264,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="default WORK/gpu.json")
     p.add_argument("--md", type=Path, default=None, help="default WORK/gpu.md")
     p.add_argument("--budget", type=float, default=420,
-                   help="seconds for the whole benchmark: a training run still going then is cut, later runs and "
-                        "the tests are left out (the results so far are written after every stage and run)")
+                   help="seconds for the whole benchmark: a training run still going 90 s before it is cut and later "
+                        "runs are left out, so that the CUDA tests have those 90 s (the results so far are written "
+                        "after every stage and run)")
     a = p.parse_args(argv)
     stages = [s for s in a.stages.split(",") if s]
     if set(stages) - set(STAGES):

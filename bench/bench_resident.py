@@ -5,9 +5,9 @@
 A GPU run with the resident feed first reads every clip's features from the file into host blocks
 and copies them to the device. This times the host's part, which is all a GPU waits for:
 
-* new (``train.feed.read_rows``): each block's frames copied as the file stores them (frames x
-  bins, no transposition) into one staging buffer of 256 MiB that every block reuses, as the
-  pinned staging buffer is reused on a GPU;
+* new (``train.feed.read_rows``): each block of at most 256 MiB copied as the file stores it
+  (frames x bins, no transposition) into a buffer that every block reuses, as ``Resident``'s two
+  pinned buffers are reused in turn on a GPU;
 * baseline (the loader until commit b252d92, re-run here as it was): per block of 512 clips, each
   clip's crop transposed to bins x frames (``FeatureFile.crop``) and the crops concatenated into a
   new array, which the GPU then copied from pageable memory.
@@ -35,7 +35,7 @@ BLOCK_BYTES = 256 * 2**20
 
 
 def new_loader(ff: FeatureFile, idx: np.ndarray) -> None:
-    """``Resident``'s blocks of about 256 MiB read into one reused buffer, as it stages them on a GPU."""
+    """``Resident``'s blocks of at most 256 MiB read into one reused buffer, as it stages them on a GPU."""
     lengths = ff.n_frames[idx]
     blocks = Resident.blocks(lengths, BLOCK_BYTES // (ff.bins * ff.dtype.itemsize))
     buf = np.empty((max(int(lengths[b].sum()) for b in blocks), ff.bins), ff.dtype)

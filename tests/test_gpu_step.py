@@ -13,6 +13,7 @@ import torch
 from tests.conftest import tiny_features
 from train import run
 from train.feed import Crops, FeatureFile, Resident, ResidentCrops, standardizer
+from train.loop import place
 from train.modes import TrainForward, make_mode
 
 RUNS = {
@@ -30,7 +31,7 @@ def feats(tmp_path_factory):
     return tiny_features(tmp_path_factory.mktemp("step"), "mel,mfcc,chroma", 4)
 
 
-def step_parts(feats, argv, device, resident=False):
+def step_parts(feats, argv, device, resident=False, bf16=False):
     """The mode, training pass and optimiser of ``argv``, and its first planned batch (crops, tags, masks)."""
     cfg = run.parse_args(["--features", str(feats), "--batch", "16", *argv])
     ff = FeatureFile(feats, cfg.inputs)
@@ -38,8 +39,9 @@ def step_parts(feats, argv, device, resident=False):
     mode = make_mode(cfg)
     mode.prepare(ff, idx, ff.labels[idx])
     torch.manual_seed(0)
-    model = mode.network(ff).to(device)
-    net = TrainForward(model, bf16=False)
+    model = mode.network(ff)
+    place(model, device)  # channels-last, as the trainer places it
+    net = TrainForward(model, bf16=bf16)
     opt = torch.optim.AdamW(model.parameters(), fused=device.type == "cuda")
     mean, std = standardizer(ff, idx)
     length = ff.params.frames(cfg.seconds)
@@ -75,7 +77,9 @@ def test_the_meta_device_raises_where_a_gpu_would_wait():
 @pytest.mark.parametrize("name", RUNS)
 def test_the_training_step_never_waits_on_cuda(feats, name):
     device = torch.device("cuda")
-    mode, net, opt, crops, share, masks = step_parts(feats, RUNS[name], device, resident=True)  # a GPU's default
+    torch.backends.cudnn.benchmark = True
+    # as the trainer runs on a GPU: the resident feed, channels-last, bf16 autocast, the fused optimiser
+    mode, net, opt, crops, share, masks = step_parts(feats, RUNS[name], device, resident=True, bf16=True)
     for check in (False, True):  # the first step allocates the optimiser's state and tunes cuDNN: not checked
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error" if check else "default")

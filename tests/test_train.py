@@ -613,7 +613,9 @@ def test_resident_crops_on_cuda_equal_the_memmap_crops(feats):
     ff = FeatureFile(feats, ("mel", "mfcc", "chroma"))
     idx = ff.indices("train")
     mean, std = standardizer(ff, idx)
-    res = ResidentCrops(ff, idx, 100, mean, std, "random", Resident(ff, idx, torch.device("cuda")))
+    per_clip = int(ff.n_frames.mean()) * ff.bins * ff.dtype.itemsize  # blocks of 2-3 clips: the buffers alternate
+    resident = Resident(ff, idx, torch.device("cuda"), block_bytes=int(2.5 * per_clip))
+    res = ResidentCrops(ff, idx, 100, mean, std, "random", resident)
     mem = Crops(ff, idx, 100, mean, std, "random")
     torch.manual_seed(3)
     a = mem.__getitems__(list(range(len(idx))))

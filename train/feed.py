@@ -422,8 +422,9 @@ class Resident:
     gathered on the device, with no host copy.
 
     The file's pieces are copied as they lie (:func:`read_rows`, no transposition on the host) into
-    blocks of about ``block_bytes``; on a GPU each block is staged in pinned memory and
-    copied without waiting, so the host fills the next block while the last one crosses.
+    blocks of at most ``block_bytes`` (a longer clip alone). On a GPU two pinned buffers take the
+    blocks in turn: the host fills one while the other's copy runs, and they are given back once
+    the load is done.
 
     Parameters
     ----------
@@ -443,22 +444,38 @@ class Resident:
         self.offset[idx] = ends - lengths
         dtype = torch.float16 if ff.dtype == np.float16 else torch.float32
         self.data = torch.empty((int(ends[-1]) if len(idx) else 0, ff.bins), dtype=dtype, device=device)
-        staged = self.data.device.type == "cuda"
-        for part in self.blocks(lengths, block_bytes // (ff.bins * ff.dtype.itemsize)):
+        blocks = self.blocks(lengths, block_bytes // (ff.bins * ff.dtype.itemsize))
+        if self.data.device.type != "cuda" or not blocks:
+            for part in blocks:
+                read_rows(ff, idx[part], self.data[int(ends[part[0]] - lengths[part[0]]):int(ends[part[-1]])].numpy())
+            return
+        most = max(int(lengths[part].sum()) for part in blocks)
+        staging = [torch.empty((most, ff.bins), dtype=dtype, pin_memory=True) for _ in range(2)]
+        copied = [None, None]
+        for k, part in enumerate(blocks):
             a, b = int(ends[part[0]] - lengths[part[0]]), int(ends[part[-1]])
-            host = torch.empty((b - a, ff.bins), dtype=dtype, pin_memory=True) if staged else self.data[a:b]
+            if copied[k % 2] is not None:
+                copied[k % 2].synchronize()  # this buffer's last copy has run: it can be filled again
+            host = staging[k % 2][:b - a]
             read_rows(ff, idx[part], host.numpy())
-            if staged:  # the caching host allocator keeps `host` until this copy has run
-                self.data[a:b].copy_(host, non_blocking=True)
+            self.data[a:b].copy_(host, non_blocking=True)
+            copied[k % 2] = torch.cuda.Event()
+            copied[k % 2].record()
+        torch.cuda.current_stream(self.data.device).synchronize()
+        del staging, host
+        getattr(torch.accelerator, "empty_host_cache", lambda: None)()  # the pinned buffers back to the system
 
     @staticmethod
     def blocks(lengths: np.ndarray, frames: int) -> list[np.ndarray]:
-        """Consecutive runs of clips (positions in ``lengths``) of about ``frames`` frames each, one clip
-        at least: the blocks a load reads and copies at a time."""
-        if not len(lengths):
-            return []
-        block = (np.cumsum(lengths) - lengths) // max(1, frames)  # the block each clip starts in
-        return np.split(np.arange(len(lengths)), np.flatnonzero(np.diff(block)) + 1)
+        """Consecutive runs of clips (positions in ``lengths``) of at most ``frames`` frames each, a
+        longer clip alone: the blocks a load reads and copies at a time."""
+        out, start, total = [], 0, 0
+        for k, n in enumerate(lengths.tolist()):
+            if k > start and total + n > frames:
+                out.append(np.arange(start, k))
+                start, total = k, 0
+            total += n
+        return out + [np.arange(start, len(lengths))] if len(lengths) else out
 
     @staticmethod
     def nbytes(ff: FeatureFile, idx) -> int:
@@ -500,6 +517,6 @@ class ResidentCrops(Crops):
         x = x.permute(0, 2, 1)  # (B, bins, length)
         dt = self._mean.dtype
         # as numpy's x -= mean; x /= std on float32 crops
-        x = ((x.to(dt) - self._mean).float().to(dt) / self._std).float().contiguous()
-        return x, self._labels[rows]
+        x = (x.to(dt) - self._mean).float().to(dt) / self._std
+        return x.to(torch.float32, memory_format=torch.contiguous_format), self._labels[rows]
 
