@@ -92,3 +92,12 @@ def test_the_training_step_never_waits_on_cuda(feats, name):
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(loss)
+
+
+def test_the_start_line_says_which_flags_keep_a_gpu_busy():
+    from train.loop import gpu_hint
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert "--compile" in gpu_hint(run.parse_args([]), cuda) and "--batch 256" in gpu_hint(run.parse_args([]), cuda)
+    assert gpu_hint(run.parse_args([]), cpu) == ""  # nothing to say on the CPU
+    assert gpu_hint(run.parse_args(["--compile"]), cuda) == gpu_hint(run.parse_args(["--batch", "256"]), cuda) == ""

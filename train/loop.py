@@ -311,6 +311,15 @@ def test_best(cfg: RunConfig, mode: Mode, ff, model, evaluate, test_set, history
         + (f"   python eval/auc.py {out / 'predictions.npy'}" if scores is not None else ""))
 
 
+def gpu_hint(cfg: RunConfig, device) -> str:
+    """The start line's advice on a GPU: a small batch, run eagerly, is bound by kernel launches (hundreds
+    per step whatever the batch), so the GPU idles between them; ``''`` where there is nothing to say."""
+    if device.type != "cuda" or cfg.compile or cfg.batch >= 256:
+        return ""
+    return (f"; a batch of {cfg.batch} keeps a GPU busy only part of the time: --compile runs the steps as CUDA "
+            "graphs, --batch 256 gives each launch more work (a different optimisation)")
+
+
 def start_line(cfg: RunConfig, model, ff, length: int, split: dict, per_clip: int, device, bf16: bool,
                augmented: int) -> str:
     """The log's first line: what trains on what, where."""
@@ -379,7 +388,8 @@ def train(cfg: RunConfig) -> int:
     log.open(out / "train.log")
     if resume:
         log(f"resumed from {ckpt_last} after epoch {resume['epoch']}")
-    log(start_line(cfg, model, ff, length, split, per_clip, device, bf16, augmented) + f", {feed_note}")
+    log(start_line(cfg, model, ff, length, split, per_clip, device, bf16, augmented) + f", {feed_note}"
+        + gpu_hint(cfg, device))
     # On a GPU the evaluation runs in bf16 too, in large batches; on the CPU it stays fp32, as before.
     eval_batch, eval_bf16 = (max(1024, 2 * cfg.batch), bf16) if device.type == "cuda" else (2 * cfg.batch, False)
 
