@@ -91,11 +91,15 @@ def _gathered_gradient(out: str, kind: str) -> None:
     torch.manual_seed(0)
     net = DistributedDataParallel(torch.nn.Linear(x.shape[1], 4))
     mine = dist.shard(torch.arange(len(x)), dist.rank(), dist.world())
-    emb, labels = dist.gather_rows(net(x[mine]), y[mine])
-    loss = _loss(kind, emb, labels)
-    loss.backward()
-    torch.save({"loss": loss.detach(), "rows": len(emb), "grads": [p.grad for p in net.parameters()]},
-               f"{out}.{dist.rank()}")
+    res = {}
+    for sizes in (None, [len(dist.shard(list(range(len(x))), r, dist.world())) for r in range(dist.world())]):
+        net.zero_grad()
+        emb, labels = dist.gather_rows(net(x[mine]), y[mine], sizes=sizes)  # sizes asked, or given (5, 4)
+        loss = _loss(kind, emb, labels)
+        loss.backward()
+        res["given" if sizes else "asked"] = {"loss": loss.detach(), "rows": len(emb),
+                                              "grads": [p.grad.clone() for p in net.parameters()]}
+    torch.save(res, f"{out}.{dist.rank()}")
     td.barrier()  # both ranks done before either tears its connections down
     dist.close()
     dist.exit(0)  # as train/run.py ends under torchrun
@@ -119,11 +123,11 @@ def test_gathered_mining_gives_the_single_process_gradient(tmp_path, kind):
     loss = _loss(kind, ref(x), y)
     loss.backward()
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"out.{rank}")
-        assert got["rows"] == 9  # every rank mined over the whole batch
-        torch.testing.assert_close(got["loss"], loss.detach())
-        for p, grad in zip(ref.parameters(), got["grads"]):
-            torch.testing.assert_close(grad, p.grad)
+        for how, got in torch.load(tmp_path / f"out.{rank}").items():  # the ranks' sizes asked or given
+            assert got["rows"] == 9, how  # every rank mined over the whole batch
+            torch.testing.assert_close(got["loss"], loss.detach())
+            for p, grad in zip(ref.parameters(), got["grads"]):
+                torch.testing.assert_close(grad, p.grad)
 
 
 # ---------------------------------------------------------------- whole runs

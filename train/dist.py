@@ -200,7 +200,7 @@ def _device():
     return torch.device("cuda", torch.cuda.current_device()) if td.get_backend() == "nccl" else torch.device("cpu")
 
 
-def gather_rows(*tensors):
+def gather_rows(*tensors, sizes=None):
     """The rows of every rank's ``tensors``, concatenated in rank order; ranks may hold different counts.
 
     The local rows are this rank's own tensors, so gradients flow through them (rows from other ranks
@@ -213,6 +213,9 @@ def gather_rows(*tensors):
     ----------
     *tensors : torch.Tensor
         Each ``(B, ...)`` with the same ``B`` on this rank, on this rank's device.
+    sizes : list of int, optional
+        Every rank's ``B``, where the caller knows them (the ranks' shares of a planned batch). Without
+        them the ranks exchange their sizes first, and the host waits for that to read them.
 
     Returns
     -------
@@ -225,10 +228,13 @@ def gather_rows(*tensors):
     import torch.distributed as td
 
     n, r, first = world(), rank(), tensors[0]
-    size = torch.tensor([len(first)], dtype=torch.int64, device=first.device)
-    sizes = [torch.empty_like(size) for _ in range(n)]
-    td.all_gather(sizes, size)
-    sizes = [int(s) for s in sizes]
+    if sizes is None:
+        size = torch.tensor([len(first)], dtype=torch.int64, device=first.device)
+        sizes = [torch.empty_like(size) for _ in range(n)]
+        td.all_gather(sizes, size)
+        sizes = [int(s) for s in sizes]
+    elif len(sizes) != n or sizes[r] != len(first):
+        raise ValueError(f"sizes {list(sizes)} are not {n} ranks' rows with {len(first)} on rank {r}")
     out = []
     for t in tensors:
         # all_gather needs equal shapes: pad to the largest share, cut each back to its size.

@@ -198,7 +198,8 @@ class MetricMode(Mode):
         raise NotImplementedError
 
     def metric_loss(self, out: torch.Tensor, y: torch.Tensor, masks) -> torch.Tensor:
-        """The metric loss of one batch's embeddings (``y``: the crops' tags)."""
+        """The metric loss of one batch's embeddings (``y``: the crops' tags; ``masks``: what :meth:`masks`
+        gave for the batch)."""
         raise NotImplementedError
 
     def loss(self, net, x, y, masks=None):
@@ -239,18 +240,21 @@ class MinedMetric(MetricMode):
         return self.cfg.loss == "contrastive" and self.cfg.sampler in ("tag", "overlap")
 
     def masks(self, batches, world):
-        if self.by_tag_overlap:
-            return super().masks(batches, world)  # no masks to draw for each step
-        return (self.sampler.masks(gathered_items(b, world)) for b in batches)
+        # Per batch, the sampler's masks (none for the contrastive loss on tags: its targets come from the
+        # batch's tags) and every rank's share size, known here, so gathering the batch need not ask.
+        for b in batches:
+            sizes = [len(dist.shard(b, r, world)) for r in range(world)]
+            yield None if self.by_tag_overlap else self.sampler.masks(gathered_items(b, world)), sizes
 
     def metric_loss(self, out, y, masks):
         c = self.cfg
+        masks, sizes = masks
         if c.loss == "contrastive":
-            emb, y = dist.gather_rows(out, y)
+            emb, y = dist.gather_rows(out, y, sizes=sizes)
             # Tag samplers: graded targets by tag overlap; the others: their positives, equally weighted.
             weights = jaccard_weights(y) if self.by_tag_overlap else torch.as_tensor(masks[0]).float()
             return contrastive_loss(emb, weights, c.temperature)
-        (emb,) = dist.gather_rows(out)  # the whole batch's positives and negatives
+        (emb,) = dist.gather_rows(out, sizes=sizes)  # the whole batch's positives and negatives
         return batch_triplet_loss(emb, masks=masks, margin=c.margin, distance=c.distance, mining=c.mining)
 
 
