@@ -529,3 +529,30 @@ def test_blockwise_contrastive_loss_is_the_whole_loss_in_one_block():
     whole = float(contrastive_loss(x, jaccard_weights(y), 0.2))
     assert blockwise_contrastive_loss(x, y, block=256, temperature=0.2) == pytest.approx(whole, rel=1e-6)
     assert blockwise_contrastive_loss(x, y, block=7, seed=3) == blockwise_contrastive_loss(x, y, block=7, seed=3)
+
+
+@pytest.mark.parametrize("block", [1, 4, 64])
+def test_disjoint_negatives_are_those_of_the_weight_matrix(block):
+    """The compiled draw of a negative picks what ``_sample_rows`` picks from the (anchors, N) 0/1
+    matrix 'shares no tag with the anchor, is not the anchor', for the same uniform numbers."""
+    from train.tag_samplers import _disjoint_counts, _draw_disjoint, _sample_rows, _tag_bits
+
+    rng = np.random.default_rng(3)
+    y = rng.random((97, 70)) < 0.04  # two 64-bit words per tag set
+    y[:5] = False  # empty tag sets: disjoint from every clip, themselves included
+    bits = _tag_bits(y)
+    patterns, inverse = np.unique(bits, axis=0, return_inverse=True)
+    counts = _disjoint_counts(patterns, bits, block)
+    anchors = rng.integers(len(y), size=400)
+    u = rng.random(len(anchors))
+    weights = ~(y[anchors].astype(np.float32) @ y.T.astype(np.float32)).astype(bool)
+    weights[np.arange(len(anchors)), anchors] = False
+    class Replay:  # hands _sample_rows our uniform numbers
+        def random(self, n):
+            assert n == len(u)
+            return u
+
+    want = _sample_rows(weights.astype(np.float32), Replay())
+    got = _draw_disjoint(bits, inverse.ravel(), counts, block, anchors, u)
+    np.testing.assert_array_equal(got, want)
+    assert not (y[anchors] & y[got]).any() and (got != anchors).all()

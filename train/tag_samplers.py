@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+from numba import njit
 
 __all__ = ["TagTripletSampler", "BalancedTagBatchSampler", "pk_sampler"]
 
@@ -36,6 +37,67 @@ def _sample_rows(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     u = rng.random(len(weights)) * cum[:, -1]
     idx = (cum <= u[:, None]).sum(axis=1)
     return np.minimum(idx, weights.shape[1] - 1)
+
+
+def _tag_bits(y: np.ndarray) -> np.ndarray:
+    """Each clip's tag set as bits, ``(N, words)`` uint64: two clips share no tag when every word's AND is 0."""
+    words = -(-y.shape[1] // 64)
+    padded = np.zeros((len(y), 64 * words), dtype=bool)
+    padded[:, :y.shape[1]] = y
+    return np.ascontiguousarray(np.packbits(padded, axis=1).view(np.uint64))
+
+
+@njit(cache=True, nogil=True)
+def _shares_none(x, i, y, j) -> bool:  # pragma: no cover (compiled)
+    """Whether tag-bit rows ``x[i]`` and ``y[j]`` have no bit in common."""
+    for w in range(x.shape[1]):
+        if x[i, w] & y[j, w]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _disjoint_counts(patterns, bits, block: int):  # pragma: no cover (compiled)
+    """``(patterns, blocks)``: per distinct tag set and block of ``block`` clips, the clips sharing no tag with it."""
+    n = bits.shape[0]
+    out = np.zeros((patterns.shape[0], -(-n // block)), np.int32)
+    for p in range(patterns.shape[0]):
+        for j in range(n):
+            if _shares_none(patterns, p, bits, j):
+                out[p, j // block] += 1
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _draw_disjoint(bits, pattern, counts, block: int, anchors, u):  # pragma: no cover (compiled)
+    """Per anchor, a clip sharing no tag with it, as ``_sample_rows`` draws from the 0/1 weights 'shares
+    no tag, is not the anchor' with the uniform numbers ``u``: the same clips, without the ``(anchors,
+    N)`` matrices. The weights' running sum is a count (exact in float32, as numpy sums it), found by
+    whole blocks of clips (``counts``, :func:`_disjoint_counts` of each clip's ``pattern``), then
+    clip by clip inside the block where it passes the drawn target."""
+    n = bits.shape[0]
+    out = np.empty(len(anchors), np.int64)
+    for r in range(len(anchors)):
+        a = anchors[r]
+        row = counts[pattern[a]]
+        itself = 1 if _shares_none(bits, a, bits, a) else 0  # an empty tag set is disjoint from itself
+        target = u[r] * (row.sum() - itself)  # _sample_rows: u * cum[:, -1]; then the count of cum <= target
+        seen, b = 0, 0
+        while b < len(row):
+            c = row[b] - (itself if a // block == b else 0)
+            if seen + c > target:
+                break
+            seen += c
+            b += 1
+        pick = n - 1
+        for j in range(b * block, min(n, (b + 1) * block)):
+            if j != a and _shares_none(bits, a, bits, j):
+                seen += 1
+                if seen > target:
+                    pick = j
+                    break
+        out[r] = pick
+    return out
 
 
 class TagTripletSampler:
@@ -107,6 +169,13 @@ class TagTripletSampler:
         if overlap:
             disjoint = self._has_disjoint()
             self._anchors = [p[disjoint[p]] for p in self._pos]
+            # Negatives are drawn among the clips sharing no tag with the anchor, counted per distinct tag
+            # set and block of clips: memory of at most about 16 M counts.
+            self._bits = _tag_bits(y)
+            patterns, inverse = np.unique(self._bits, axis=0, return_inverse=True)
+            self._pattern = inverse.ravel()
+            self._block = max(64, -(-n_clips * len(patterns) // 2**24))
+            self._counts = _disjoint_counts(patterns, self._bits, self._block)
         else:
             self._anchors = self._pos
         counts = np.array([len(p) for p in self._pos])
@@ -183,9 +252,8 @@ class TagTripletSampler:
             jac = inter / (sizes[aa][:, None] + sizes[pos][None, :] - inter)
             jac[aa[:, None] == pos[None, :]] = 0.0  # never the anchor itself
             p[s : s + chunk] = pos[_sample_rows(jac**self.jaccard_power, rng)]
-            disjoint = (lf[aa] @ lf.T) == 0
-            disjoint[np.arange(len(aa)), aa] = False
-            n[s : s + chunk] = _sample_rows(disjoint.astype(np.float32), rng)
+            n[s : s + chunk] = _draw_disjoint(self._bits, self._pattern, self._counts, self._block, aa,
+                                              rng.random(len(aa)))  # uniform among the disjoint clips
         return np.stack([a, p, n], axis=1)
 
     def epoch(self, rng=None) -> np.ndarray:
