@@ -178,6 +178,19 @@ def test_resume_after_interruption_equals_uninterrupted(corpus, tmp_path, monkey
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+SLOW_WRITES = """
+import runpy, sys, time
+from pipeline import store
+write = store.Writer.write
+def slow(*a, **k):
+    time.sleep(0.2)
+    return write(*a, **k)
+store.Writer.write = slow
+sys.argv[0] = "pipeline/extract.py"
+runpy.run_path("pipeline/extract.py", run_name="__main__")
+"""
+
+
 def test_resume_after_sigkill(tmp_path):
     """A real kill -9 at an arbitrary moment: the re-run completes and equals a clean run."""
     corpus = tmp_path / "c"
@@ -188,7 +201,10 @@ def test_resume_after_sigkill(tmp_path):
     clean = subprocess.run([*cmd, "--out", str(tmp_path / "clean.h5")], cwd=REPO, env=env, capture_output=True)
     assert clean.returncode == 0, clean.stderr.decode()
     out = tmp_path / "killed.h5"
-    proc = subprocess.Popen([*cmd, "--out", str(out)], cwd=REPO, env=env,
+    # The same command with each write held 0.2 s, so that the kill lands mid-run however fast the
+    # machine (on a fast one the whole run once ended within the 0.3 s below).
+    slowed = [sys.executable, "-c", SLOW_WRITES, *cmd[2:]]
+    proc = subprocess.Popen([*slowed, "--out", str(out)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     part = out.with_name("killed.h5.part")
     deadline = time.time() + 60
