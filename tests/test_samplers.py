@@ -170,6 +170,14 @@ class _FakeFile:
         out[self.widths[0]:] *= -1.0  # the second feature: negated, to tell the rows apart
         return out
 
+    def pieces(self, i, start, length, version=0):
+        """As FeatureFile.pieces: per feature, its frames x bins in two pieces (as if across a chunk)."""
+        full, row, half = self.crop(i, start, length), 0, length // 2
+        for w in self.widths:
+            yield row, w, 0, full[row:row + w, :half].T
+            yield row, w, half, full[row:row + w, half:].T
+            row += w
+
 
 def test_random_crops_of_one_clip_twice_are_two_different_crops():
     from train.feed import Crops

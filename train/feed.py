@@ -236,7 +236,12 @@ def clip_statistics(ff, idx, feature: str = "mfcc", fn=timbre_statistics) -> np.
     idx = np.asarray(idx, dtype=np.int64)
     out = None
     for r, i in enumerate(idx):
-        v = np.asarray(fn(ff.crop(int(i), 0, int(ff.n_frames[i]))[row:row + width].T), np.float32)
+        n = int(ff.n_frames[i])
+        frames = np.empty((n, width), np.float32)  # only this feature's stored pieces, as they lie
+        for first, _, t, piece in ff.pieces(int(i), 0, n):
+            if first == row:
+                frames[t:t + len(piece)] = piece
+        v = np.asarray(fn(frames), np.float32)
         if out is None:
             out = np.empty((len(idx), len(v)), np.float32)
         out[r] = v
