@@ -10,11 +10,16 @@ case "${1:-run}" in
     grep -qx '/.whl/' .git/info/exclude || echo /.whl/ >> .git/info/exclude
     grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
     mkdir -p .gpu && cp ../shared/mtat-real/annotations_final.csv .gpu/
+    # The versions tested here (make setup's .venv): for Python 3.12 the registry's newest can differ
+    # (librosa 1.0.1 against the 0.11.0 the tests ran on).
+    test -x .venv/bin/python || make setup
+    pins=$(.venv/bin/python -c 'import importlib.metadata as m, sys; print(" ".join(f"{n}=={m.version(n)}" for n in sys.argv[1:]))' \
+      nnAudio librosa soundfile soxr audioread pooch platformdirs decorator cffi pycparser pedalboard \
+      lazy_loader msgpack joblib pytest pluggy iniconfig packaging)
+    rm -rf .whl
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
-      nnAudio librosa soundfile soxr audioread pooch platformdirs decorator cffi pycparser pedalboard \
-      lazy_loader msgpack joblib pytest pluggy iniconfig packaging
+      --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $pins
     du -sh .whl ;;
   run)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
