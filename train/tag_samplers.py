@@ -167,15 +167,16 @@ class TagTripletSampler:
         self._pos = [np.flatnonzero(y[:, t]) for t in range(y.shape[1])]
         self._neg = [np.flatnonzero(~y[:, t]) for t in range(y.shape[1])]
         if overlap:
-            disjoint = self._has_disjoint()
-            self._anchors = [p[disjoint[p]] for p in self._pos]
-            # Negatives are drawn among the clips sharing no tag with the anchor, counted per distinct tag
-            # set and block of clips: memory of at most about 16 M counts.
+            # The clips sharing no tag with each clip, counted per distinct tag set and block of clips
+            # (memory of at most about 16 M counts): negatives are drawn from them, and only a clip that
+            # has one can be an anchor (an empty tag set is disjoint from itself: not counted).
             self._bits = _tag_bits(y)
             patterns, inverse = np.unique(self._bits, axis=0, return_inverse=True)
             self._pattern = inverse.ravel()
             self._block = max(64, -(-n_clips * len(patterns) // 2**24))
             self._counts = _disjoint_counts(patterns, self._bits, self._block)
+            disjoint = self._counts.sum(axis=1)[self._pattern] - ~y.any(axis=1) > 0
+            self._anchors = [p[disjoint[p]] for p in self._pos]
         else:
             self._anchors = self._pos
         counts = np.array([len(p) for p in self._pos])
@@ -187,22 +188,6 @@ class TagTripletSampler:
                 f"no usable tag: every tag needs >= 2 positive clips, >= 1 negative clip {what}"
                 f"(positives per tag: {counts.tolist()})"
             )
-
-    def _has_disjoint(self, chunk: int = 1024) -> np.ndarray:
-        # Whether each clip has some clip sharing no tag with it; computed on the distinct
-        # tag sets, which are far fewer than clips, in chunks to bound memory.
-        patterns, inverse = np.unique(self.labels, axis=0, return_inverse=True)
-        pf = patterns.astype(np.float32)
-        counts = np.bincount(inverse.ravel(), minlength=len(patterns))
-        out = np.empty(len(patterns), dtype=bool)
-        for s in range(0, len(patterns), chunk):
-            inter = pf[s : s + chunk] @ pf.T
-            zero = inter == 0
-            # An empty tag set is disjoint from itself, but it needs a second such clip.
-            self_zero = np.flatnonzero(patterns[s : s + chunk].sum(axis=1) == 0)
-            zero[self_zero, s + self_zero] = counts[s + self_zero] >= 2
-            out[s : s + chunk] = zero.any(axis=1)
-        return out[inverse.ravel()]
 
     def __len__(self) -> int:
         return self.n_triplets
