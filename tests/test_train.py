@@ -538,8 +538,7 @@ def test_resident_feed_draws_the_memmap_feeds_crops(tmp_path, dtype):
     ff = FeatureFile(f, ("mel", "chroma"))
     idx = ff.indices("train")
     mean, std = standardizer(ff, idx)
-    per_clip = int(ff.n_frames.mean()) * ff.bins * ff.dtype.itemsize
-    resident = Resident(ff, np.arange(len(ff)), torch.device("cpu"), block_bytes=int(2.5 * per_clip))  # blocks of 2-3
+    resident = Resident(ff, np.arange(len(ff)), torch.device("cpu"))
     assert resident.data.dtype == (torch.float16 if dtype == "float16" else torch.float32)
     assert resident.data.nbytes == Resident.nbytes(ff, np.arange(len(ff)))
     for mode, items in (("random", idx), ("fixed", ff.indices("valid")), ("chunks", ff.indices("test"))):
@@ -551,6 +550,18 @@ def test_resident_feed_draws_the_memmap_feeds_crops(tmp_path, dtype):
         b = list(DataLoader(res, batch_sampler=plan, collate_fn=Crops.collate))
         for (xa, ya), (xb, yb) in zip(a, b):  # the same crops, to the bit
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_resident_blocks_are_runs_of_at_most_the_frames_asked():
+    from train.feed import Resident
+
+    def blocks(lengths, frames):
+        return [b.tolist() for b in Resident.blocks(np.array(lengths, np.int64), frames)]
+
+    assert blocks([], 5) == []
+    assert blocks([3, 3, 3], 6) == [[0, 1], [2]] and blocks([3, 3, 3], 5) == [[0], [1], [2]]
+    assert blocks([1, 1, 10, 1], 4) == [[0, 1], [2], [3]]  # a longer clip alone
+    assert blocks([2, 2], 0) == [[0], [1]]
 
 
 def test_a_resident_run_equals_a_memmap_run(feats, tmp_path):

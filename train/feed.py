@@ -438,7 +438,8 @@ class Resident:
         The clips to hold (positions in ``ff``).
     device : torch.device
     block_bytes : int
-        Bytes read and copied to the device at a time (bounds the host memory the load takes).
+        On a GPU, bytes read and copied at a time (bounds the pinned host memory the load takes); on
+        the CPU the features are read straight into ``data``.
     """
 
     def __init__(self, ff: FeatureFile, idx, device, block_bytes: int = 256 * 2**20):
@@ -449,10 +450,11 @@ class Resident:
         self.offset[idx] = ends - lengths
         dtype = torch.float16 if ff.dtype == np.float16 else torch.float32
         self.data = torch.empty((int(ends[-1]) if len(idx) else 0, ff.bins), dtype=dtype, device=device)
+        if self.data.device.type != "cuda":  # read straight into place: blocks are for the copies to a GPU
+            read_rows(ff, idx, self.data.numpy())
+            return
         blocks = self.blocks(lengths, block_bytes // (ff.bins * ff.dtype.itemsize))
-        if self.data.device.type != "cuda" or not blocks:
-            for part in blocks:
-                read_rows(ff, idx[part], self.data[int(ends[part[0]] - lengths[part[0]]):int(ends[part[-1]])].numpy())
+        if not blocks:
             return
         most = max(int(lengths[part].sum()) for part in blocks)
         staging = [torch.empty((most, ff.bins), dtype=dtype, pin_memory=True) for _ in range(2)]
