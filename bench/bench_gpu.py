@@ -129,7 +129,11 @@ def cuda_tests(a) -> dict:
                 "tail": (exc.stdout or b"")[-2000:].decode(errors="replace")}
     lines = res.stdout.strip().splitlines() or [""]
     failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
-    return {"rc": res.returncode, "summary": lines[-1], "failed": failed, "seconds": time.perf_counter() - t}
+    out = {"rc": res.returncode, "summary": lines[-1], "failed": failed, "seconds": time.perf_counter() - t}
+    if res.returncode not in (0, 1) or not lines[-1]:  # pytest itself broke (an import, a usage error): say how
+        err = res.stderr.strip().splitlines()
+        out.update(summary=f"pytest broke (rc {res.returncode}): {(err or lines)[-1]}", tail="\n".join(err[-30:]))
+    return out
 
 
 #: name: (extra arguments, epochs), in the order they run (the most wanted first: a run past the budget
