@@ -90,28 +90,48 @@ def decode_floor(a, limit: int = 4000) -> dict:
     return {"clips": n, "workers": workers, "seconds": seconds, "clips_per_s": n / seconds}
 
 
-def extract(a, feats: Path, log: Path) -> dict:
+def log_tail(log: Path, start: int, lines: int = 30) -> str:
+    """The last ``lines`` lines ``log`` got after byte ``start``: what a failed command said."""
+    with open(log, "rb") as fh:
+        fh.seek(start)
+        return "\n".join(fh.read().decode(errors="replace").strip().splitlines()[-lines:])
+
+
+def extract_stage(a, feats: Path, log: Path) -> dict:
+    """:func:`extract` on the device the pipeline picks; if that breaks, what it said and a CPU run after it,
+    so that the training runs are still measured."""
+    r = extract(a, feats, log)
+    if "error" in r:
+        r = {"first_try": r, **extract(a, feats, log, device="cpu")}
+        if "error" in r:
+            a.save()
+            raise SystemExit(f"extraction failed on the GPU and on the CPU: see {log}")
+    return r
+
+
+def extract(a, feats: Path, log: Path, device: str = "auto") -> dict:
     cmd = [PY, "pipeline/extract.py", "--data", str(a.data), "--split", "standard", "--features", "mel,mfcc,chroma",
-           "--out", str(feats), "--dtype", "float16", "--quiet"]
+           "--out", str(feats), "--dtype", "float16", "--device", device, "--quiet"]
     part = feats.with_name(feats.name + ".part")
     feats.unlink(missing_ok=True)
     part.unlink(missing_ok=True)
     stop, util = threading.Event(), []
     th = threading.Thread(target=gpu_sampler, args=(stop, util), daemon=True)
     th.start()
+    start = log.stat().st_size if log.exists() else 0
     first = run_stage(cmd, log, lambda: _done_fraction(part) >= 0.3)
     second = run_stage(cmd, log) if first["killed"] else None
     stop.set()
     last = second or first
     if last["rc"] != 0:
-        raise SystemExit(f"extraction failed (rc {last['rc']}); see {log}")
+        return {"device": device, "rc": last["rc"], "error": log_tail(log, start)}
     import h5py
 
     with h5py.File(feats, "r") as f:
         n = int((f["status"][:] == 1).sum())
     seconds = first["seconds"] + (second["seconds"] if second else 0.0)
     tail = [ln for ln in log.read_text().splitlines() if ln.startswith(("time ", "rhythm ", "start-up"))][-3:]
-    return {"clips": n, "seconds": seconds, "clips_per_s": n / seconds, "resumed": bool(second),
+    return {"device": device, "clips": n, "seconds": seconds, "clips_per_s": n / seconds, "resumed": bool(second),
             "peak_anon_gib": max(first["peak_anon_gib"], last["peak_anon_gib"]),
             "gpu_util_mean": sum(util) / len(util) if util else None,
             "gpu_util_median": sorted(util)[len(util) // 2] if util else None, "summary": tail,
@@ -168,9 +188,12 @@ def train_runs(a, feats: Path, log: Path, out: dict) -> dict:
         folder = a.work / f"run-{name}"
         shutil.rmtree(folder, ignore_errors=True)
         launch = [PY, *TORCHRUN] if name == "torchrun1" else [PY]
+        start = log.stat().st_size if log.exists() else 0
         st = run_stage([*launch, "train/run.py", "--features", str(feats), "--epochs", str(epochs),
                         "--out", str(folder), "--quiet", *extra], log, lambda: a.left() - a.reserve <= 0)
         r = out[name] = {"rc": st["rc"], "cut": st["killed"], "seconds": st["seconds"], "epochs": epochs}
+        if st["rc"] != 0 and not st["killed"]:
+            r["error"] = log_tail(log, start)
         if (folder / "train.log").is_file():
             first = (folder / "train.log").read_text().splitlines()[:1]  # empty if cut before its first line
             r.update(start_line=(first or [""])[0], **last_epoch(folder / "train.log"))
@@ -217,14 +240,18 @@ def table(res: dict) -> str:
     if "decode" in st:
         d = st["decode"]
         rows.append(f"| decode floor, {d['workers']} workers | {d['clips_per_s']:.0f} clips/s |")
+    if "extract" in st and "first_try" in st["extract"]:
+        rows.append(f"| extract on the GPU | failed (rc {st['extract']['first_try']['rc']}): "
+                    f"{(st['extract']['first_try']['error'].splitlines() or [''])[-1]}; extracted on the CPU instead |")
     if "extract" in st:
         e = st["extract"]
         floor = st.get("decode", {}).get("clips_per_s")
         vs = f" ({100 * e['clips_per_s'] / floor:.0f} % of the floor)" if floor else ""
         util = f"; GPU busy {e['gpu_util_mean']:.0f} % on average" if e.get("gpu_util_mean") is not None else ""
-        rows.append(f"| extract {e['clips']} clips, float16, killed at 30 % and resumed | {e['seconds']:.1f} s = "
+        rows.append(f"| extract {e['clips']} clips, float16, device {e['device']}, killed at 30 % and resumed | {e['seconds']:.1f} s = "
                     f"{e['clips_per_s']:.0f} clips/s{vs}{util}; peak {e['peak_anon_gib']:.2f} GiB |")
     for name, r in st.get("train", {}).items():
+        why = f": {r['error'].splitlines()[-1]}" if r.get("error") else ""
         if "crops_per_s" in r:
             what = "one epoch + validation + test" if r.get("epochs", 1) == 1 else \
                 f"{r['epochs']} capped epochs, the last timed"
@@ -238,10 +265,10 @@ def table(res: dict) -> str:
             compiling = " (the compiling epoch)" if "compile" in name and r["last_epoch"] == 1 else ""
             rows.append(f"| train {name} | {'cut at the budget' if r['cut'] else 'failed'} after {r['seconds']:.0f} s;"
                         f" its last whole epoch, {r['last_epoch']}{compiling}: {r['last_epoch_crops_per_s']:.0f} "
-                        f"crops/s, data wait {100 * r['last_epoch_data_wait']:.1f} % |")
+                        f"crops/s, data wait {100 * r['last_epoch_data_wait']:.1f} %{why} |")
         else:
             rows.append(f"| train {name} | {'cut at the budget' if r.get('cut') else 'failed'} after "
-                        f"{r.get('seconds', 0):.0f} s (rc {r.get('rc')}), before an epoch ended |")
+                        f"{r.get('seconds', 0):.0f} s (rc {r.get('rc')}), before an epoch ended{why} |")
     if "ceiling" in st:
         c = st["ceiling"]
         rows.append(f"| ceiling | shortres {c['gflop_per_crop']:.2f} GFLOP per crop (fwd+bwd); bf16 matmul "
@@ -267,6 +294,8 @@ def main(argv=None) -> int:
     p.add_argument("--stages", default=",".join(STAGES), help=f"any of {', '.join(STAGES)}")
     p.add_argument("--json", type=Path, default=None, help="default WORK/gpu.json")
     p.add_argument("--md", type=Path, default=None, help="default WORK/gpu.md")
+    p.add_argument("--log", type=Path, default=None,
+                   help="what the timed commands print, tracebacks included; default WORK/bench_gpu.log")
     p.add_argument("--budget", type=float, default=420,
                    help="seconds for the whole benchmark: a training run still going 90 s before it is cut and later "
                         "runs are left out, so that the CUDA tests have those 90 s (the results so far are written "
@@ -278,7 +307,7 @@ def main(argv=None) -> int:
     if "corpus" in stages and not a.csv.is_file():
         p.error(f"--csv {a.csv}: not found")
     a.work.mkdir(parents=True, exist_ok=True)
-    a.data, feats, log = a.work / "mtat-full", a.work / "features.h5", a.work / "bench_gpu.log"
+    a.data, feats, log = a.work / "mtat-full", a.work / "features.h5", a.log or a.work / "bench_gpu.log"
     import torch
 
     res = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -289,7 +318,7 @@ def main(argv=None) -> int:
     a.reserve = TESTS_RESERVE if "tests" in stages else 0.0  # the training runs leave this to the tests
     a.save = lambda: save(res, a.json or a.work / "gpu.json", a.md or a.work / "gpu.md")
     for stage, fn in (("corpus", lambda: corpus(a)), ("decode", lambda: decode_floor(a)),
-                      ("extract", lambda: extract(a, feats, log)), ("ceiling", ceiling),
+                      ("extract", lambda: extract_stage(a, feats, log)), ("ceiling", ceiling),
                       ("train", lambda: train_runs(a, feats, log, res["stages"].setdefault("train", {}))),
                       ("tests", lambda: cuda_tests(a))):
         if stage in stages:

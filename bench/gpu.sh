@@ -25,6 +25,6 @@ case "${1:-run}" in
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
     python3 bench/bench_gpu.py --csv .gpu/annotations_final.csv --work /tmp/gpu --json "${OUT:-/tmp}/gpu.json" \
-      --md "${OUT:-/tmp}/gpu.md" 2>&1 | tee "${OUT:-/tmp}/gpu.log" ;;
+      --md "${OUT:-/tmp}/gpu.md" --log "${OUT:-/tmp}/bench.log" 2>&1 | tee "${OUT:-/tmp}/gpu.log" ;;
   *) echo "usage: bash bench/gpu.sh prepare|run" >&2; exit 2 ;;
 esac
