@@ -248,8 +248,9 @@ def table(res: dict) -> str:
         floor = st.get("decode", {}).get("clips_per_s")
         vs = f" ({100 * e['clips_per_s'] / floor:.0f} % of the floor)" if floor else ""
         util = f"; GPU busy {e['gpu_util_mean']:.0f} % on average" if e.get("gpu_util_mean") is not None else ""
-        rows.append(f"| extract {e['clips']} clips, float16, device {e['device']}, killed at 30 % and resumed | {e['seconds']:.1f} s = "
-                    f"{e['clips_per_s']:.0f} clips/s{vs}{util}; peak {e['peak_anon_gib']:.2f} GiB |")
+        rows.append(f"| extract {e['clips']} clips, float16, device {e['device']}, killed at 30 % and resumed | "
+                    f"{e['seconds']:.1f} s = {e['clips_per_s']:.0f} clips/s{vs}{util}; "
+                    f"peak {e['peak_anon_gib']:.2f} GiB |")
     for name, r in st.get("train", {}).items():
         why = f": {r['error'].splitlines()[-1]}" if r.get("error") else ""
         if "crops_per_s" in r:
