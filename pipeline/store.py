@@ -347,6 +347,8 @@ def header(path) -> Header:
         file, also when one of its shards is missing (HDF5 would read its frames as fill values).
     """
     path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path}: a folder, not a features file (pipeline/extract.py writes one .h5 file)")
     if not path.is_file():
         raise StoreError(f"{path}: features file not found; run `python pipeline/extract.py` first")
     try:

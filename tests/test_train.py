@@ -271,8 +271,8 @@ def test_bad_inputs_exit_2(feats, tmp_path, capsys):
     mel_only = tmp_path / "mel.h5"
     assert extract.main(["--data", str(Path(h5py.File(feats, "r").attrs["source"])), "--out", str(mel_only),
                          "--features", "mel", "--workers", "0", "--quiet"]) == 0
-    fails(["--features", str(mel_only), "--model", "shortres", "--out", str(tmp_path / "r")],
-          "holds mel but not mfcc, chroma; re-extract with")
+    fails(["--features", str(mel_only), "--inputs", "mel,mfcc,chroma", "--out", str(tmp_path / "r")],
+          "holds mel but not mfcc, chroma; extract them with")
     fails(["--features", str(feats), "--model", "cnn2d", "--seconds", "30", "--out", str(tmp_path / "r2")],
           "is longer than")
     fails(["--features", str(feats), "--resume", "--out", str(tmp_path / "r3")], "last.pt not found")
@@ -410,7 +410,7 @@ def test_inputs_are_checked_before_outputs(feats, tmp_path, capsys):
     mel_only = tmp_path / "mel.h5"
     assert extract.main(["--data", str(Path(h5py.File(feats, "r").attrs["source"])), "--out", str(mel_only),
                          "--features", "mel", "--workers", "0", "--quiet"]) == 0
-    assert run.main(["--features", str(mel_only), "--model", "shortres", "--out", str(tmp_path / "r")]) == 2
+    assert run.main(["--features", str(mel_only), "--inputs", "mel,mfcc", "--out", str(tmp_path / "r")]) == 2
     assert not (tmp_path / "r").exists()
 
 

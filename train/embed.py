@@ -19,36 +19,10 @@ from pathlib import Path
 
 from data.cli import HelpFormatter
 from features.device import device_error
-from features.params import FeatureParams
 from train import runfolder
 from train.runfolder import RunError
 
 SPLITS = ("train", "valid", "test", "all")
-
-
-def check_params(run: Path, cfg: dict, file_params: FeatureParams, features: Path) -> None:
-    """Refuse a features file whose settings differ from those the run's model was trained on.
-
-    The STFT back-end is free (the two agree to float rounding). A pretrained musicnn network
-    rescales the dB log-mel itself, so it also takes another ``top_db`` floor (its clip scores
-    move by less than 1e-3 on the real fixtures, bench/RESULTS.md).
-
-    Raises
-    ------
-    RunError
-        Naming the settings that differ and the extraction command that matches the run.
-    """
-    want = FeatureParams.from_dict(cfg["feature_params"]).as_dict()
-    have = file_params.as_dict()
-    free = {"stft"} | ({"top_db"} if cfg.get("pretrained") else set())
-    used = {"mel": ("n_mels", "f_min", "f_max"), "mfcc": ("n_mfcc",), "chroma": ("n_chroma",)}
-    keys = {"sr", "n_fft", "hop_length", "n_mels", "top_db"} | {k for f in cfg["inputs"] for k in used[f]}
-    diff = sorted(k for k in keys - free if want[k] != have[k])
-    if diff:
-        args = " ".join(f"--{k.replace('_', '-')} {want[k]}" for k in diff)
-        raise RunError(f"{features}: made with {', '.join(f'{k}={have[k]}' for k in diff)}, but the run {run} "
-                       f"was trained on {', '.join(f'{k}={want[k]}' for k in diff)}; extract again with "
-                       f"`python pipeline/extract.py {args} --out OTHER.h5`")
 
 
 def embed(run: Path, features: Path, split: str = "test", out: Path | None = None, device="cpu",
@@ -91,7 +65,7 @@ def embed(run: Path, features: Path, split: str = "test", out: Path | None = Non
     task = json.loads(cfg_path.read_text()).get("task", "tagging")
     cfg, ckpt = runfolder.load_best(run, device, task)
     ff = FeatureFile(features, tuple(cfg["inputs"]))
-    check_params(run, cfg, ff.params, features)
+    runfolder.check_params(run, cfg, ff.params, features)
     idx = np.arange(len(ff.labels)) if split == "all" else ff.indices(split)
     if len(idx) == 0:
         raise FeedError(f"{features}: the {split} split is empty")

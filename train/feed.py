@@ -63,9 +63,10 @@ class FeatureFile:
         have = self.header.features
         missing = [f for f in features if f not in have]
         if missing:
-            raise FeedError(f"{self.path} holds {', '.join(have)} but not "
-                            f"{', '.join(missing)}; re-extract with `python pipeline/extract.py --features "
-                            f"{','.join(dict.fromkeys([*have, *missing]))}` or pick other --features")
+            raise FeedError(f"{self.path} holds {', '.join(have)} but not {', '.join(missing)}; extract them with "
+                            f"`python pipeline/extract.py --features {','.join(dict.fromkeys([*have, *missing]))} "
+                            f"--out OTHER.h5` (and the --data this file came from), or train on what it holds "
+                            f"(train/run.py --inputs)")
         self.features = tuple(features)
         table = store.read_table(self.path)
         keep = (table["status"] == 1).to_numpy()

@@ -347,8 +347,12 @@ def train(cfg: RunConfig) -> int:
     # Rank 0 alone reads and writes the run folder, which need exist on its machine only.
     resume = dist.from_main(runfolder.check_new_or_resumable, out, config, cfg.resume,
                             cfg.epochs if cfg.epochs_given else None)
-    init = dist.from_main(runfolder.load_best, cfg.init, "cpu", "tagging", cfg.model, cfg.inputs,
-                          what="--init")[1] if cfg.init and not resume else None
+    init = None
+    if cfg.init and not resume:
+        init_cfg, init = dist.from_main(runfolder.load_best, cfg.init, "cpu", "tagging", cfg.model, cfg.inputs,
+                                        what="--init")
+        # the backbone learnt these bands, frames and scales: refuse a file made otherwise, before any write
+        runfolder.check_params(cfg.init, init_cfg, ff.params, cfg.features, what="the --init run")
     if resume or init:  # a started backbone learnt on inputs scaled this way
         mean, std = (resume or init)["mean"], (resume or init)["std"]
     else:

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tagging: 50-tag classifier (BCE); metric: an embedding for similarity (see --loss)")
     p.add_argument("--model", choices=MODEL_NAMES, default=None,
                    help=f"network; default {DEFAULT_MODEL['tagging']} ('linear' is for --task metric)")
-    p.add_argument("--inputs", default=None, help="stored features fed to the model, e.g. mel,mfcc; "
-                   f"default per model: {DEFAULT_INPUTS}")
+    p.add_argument("--inputs", default=None, help="stored features fed to the model, e.g. mel,mfcc; default: "
+                   f"the model's ({DEFAULT_INPUTS}) that the features file holds, or with --init the run's")
     p.add_argument("--epochs", type=int, default=None,
                    help="most epochs (the learning-rate rule may stop sooner); default 20. With --resume on a "
                         "finished run, give more epochs than it ran to train it on")
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: on when the file has them")
     p.add_argument("--init", type=Path, default=None,
                    help="--task metric: start the backbone from the best checkpoint of this tagging run folder "
-                        "(same --model and --inputs), as metric learning usually starts from a classifier")
+                        "(its --model and --inputs, unless given), as metric learning usually starts from a "
+                        "classifier")
     p.add_argument("--start", choices=("backbone", "random"), default="backbone",
                    help="--task metric with --init: the projection starts so that the embedding is the tagging "
                         "backbone's own (identity, or its top singular directions when --dim is narrower), or "
@@ -122,11 +123,15 @@ def parse_args(argv=None) -> RunConfig:
     """The run configuration of a command line; a bad argument exits 2 with a message naming it."""
     parser = build_parser()
     a = parser.parse_args(argv)
-    a.model = a.model or DEFAULT_MODEL[a.task]
+    started = started_from(a.init) if a.init and a.task == "metric" else {}
+    a.model = a.model or started.get("model") or DEFAULT_MODEL[a.task]
     if a.model == "linear" and a.task == "tagging":
         parser.error("--model linear is the metric-learning projection; use it with --task metric")
+    if a.inputs is None:
+        a.inputs = ",".join(started["inputs"]) if started.get("model") == a.model and started.get("inputs") \
+            else default_inputs(a.features, a.model)
     try:  # canonical order (mel first), the order models expect
-        a.inputs = parse_features(a.inputs or DEFAULT_INPUTS[a.model])
+        a.inputs = parse_features(a.inputs)
     except ValueError as exc:
         parser.error(f"--inputs: {exc}")
     if a.model != "linear" and "mel" not in a.inputs:
@@ -168,6 +173,33 @@ def parse_args(argv=None) -> RunConfig:
     if error := device_error(a.device):
         parser.error(error)
     return RunConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RunConfig)})
+
+
+def started_from(run: Path) -> dict:
+    """``config.json`` of the ``--init`` run folder, ``{}`` where there is none to read (the run then
+    refuses the folder, saying why)."""
+    import json
+
+    try:
+        cfg = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def default_inputs(features: Path, model: str) -> str:
+    """The model's default inputs that ``features`` holds, so that a file of ``pipeline/extract.py
+    --features mel,mfcc`` trains the default model on those two; all of them where the file cannot be
+    read (the run then says what is wrong with it) or lacks the mel bands every network convolves over."""
+    from pipeline import store
+
+    want = DEFAULT_INPUTS[model].split(",")
+    try:
+        held = store.header(features).features
+    except store.StoreError:
+        return ",".join(want)
+    keep = [f for f in want if f in held]
+    return ",".join(keep) if "mel" in keep else ",".join(want)
 
 
 @dist.record

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from data.files import atomic_path, write_atomically
+from features.params import FeatureParams
 
 
 class RunError(ValueError):
@@ -181,3 +182,28 @@ def save_outputs(out: Path, scores, emb, labels, clip_ids, tags) -> None:
 def finished_runs(root: Path) -> list[tuple[Path, dict]]:
     """``(folder, metrics)`` of every finished run folder under ``root`` (those with ``metrics.json``)."""
     return [(p.parent, json.loads(p.read_text())) for p in sorted(Path(root).glob("*/metrics.json"))]
+
+
+def check_params(run: Path, cfg: dict, file_params, features: Path, what: str = "the run") -> None:
+    """Refuse a features file whose settings differ from those the run's model was trained on.
+
+    The STFT back-end is free (the two agree to float rounding). A pretrained musicnn network
+    rescales the dB log-mel itself, so it also takes another ``top_db`` floor (its clip scores
+    move by less than 1e-3 on the real fixtures, bench/RESULTS.md).
+
+    Raises
+    ------
+    RunError
+        Naming the settings that differ and the extraction command that matches the run.
+    """
+    want = FeatureParams.from_dict(cfg["feature_params"]).as_dict()
+    have = file_params.as_dict()
+    free = {"stft"} | ({"top_db"} if cfg.get("pretrained") else set())
+    used = {"mel": ("n_mels", "f_min", "f_max"), "mfcc": ("n_mfcc",), "chroma": ("n_chroma",)}
+    keys = {"sr", "n_fft", "hop_length", "n_mels", "top_db"} | {k for f in cfg["inputs"] for k in used[f]}
+    diff = sorted(k for k in keys - free if want[k] != have[k])
+    if diff:
+        args = " ".join(f"--{k.replace('_', '-')} {want[k]}" for k in diff)
+        raise RunError(f"{features}: made with {', '.join(f'{k}={have[k]}' for k in diff)}, but {what} {run} "
+                       f"was trained on {', '.join(f'{k}={want[k]}' for k in diff)}; extract again with "
+                       f"`python pipeline/extract.py {args} --out OTHER.h5`")

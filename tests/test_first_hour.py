@@ -1,0 +1,65 @@
+"""What a new user meets in the first hour: the README's commands, chained as written, and the mistakes
+anyone makes (a folder where a file goes, a features file made for another run)."""
+import json
+from pathlib import Path
+
+import h5py
+import pytest
+
+from pipeline import extract
+from tests.conftest import tiny_features
+from train import run
+
+FAST = ["--epochs", "1", "--crops-per-clip", "1", "--batch", "8", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def mel_mfcc(tmp_path_factory):
+    # what `python pipeline/extract.py --features mel,mfcc` writes: no chroma
+    return tiny_features(tmp_path_factory.mktemp("first"), "mel,mfcc", 3)
+
+
+def test_the_default_model_trains_on_what_extract_mel_mfcc_wrote(mel_mfcc, tmp_path):
+    # The README's headline pair, `extract --features mel,mfcc` then `train/run.py`: shortres takes
+    # mel+MFCC+chroma when there is chroma, and the two the file holds when there is not.
+    assert run.parse_args(["--features", str(mel_mfcc)]).inputs == ("mel", "mfcc")
+    assert run.main(["--features", str(mel_mfcc), "--out", str(tmp_path / "r"), *FAST]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["inputs"] == ["mel", "mfcc"]
+    # asked for explicitly, a feature the file lacks is still an error naming it
+    assert run.main(["--features", str(mel_mfcc), "--inputs", "mel,chroma", "--out", str(tmp_path / "c"), *FAST]) == 2
+    assert not (tmp_path / "c").exists()
+    # no file to read: the model's own defaults, and the run says the file is missing
+    assert run.parse_args(["--features", str(tmp_path / "none.h5")]).inputs == ("mel", "mfcc", "chroma")
+
+
+def test_a_folder_given_as_the_features_file_is_named(tmp_path, capsys):
+    assert run.main(["--features", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "a folder, not a features file" in capsys.readouterr().err
+
+
+def test_init_takes_the_model_and_inputs_of_its_run(mel_mfcc, tmp_path):
+    tagging = tmp_path / "tagging"
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(tagging), *FAST]) == 0
+    cfg = run.parse_args(["--task", "metric", "--init", str(tagging), "--features", str(mel_mfcc)])
+    assert (cfg.model, cfg.inputs) == ("cnn2d", ("mel",))
+    # given, they are the user's (and a mismatch is refused by the run, as before)
+    cfg = run.parse_args(["--task", "metric", "--init", str(tagging), "--model", "shortres"])
+    assert cfg.model == "shortres"
+    assert run.main(["--task", "metric", "--init", str(tagging), "--features", str(mel_mfcc), "--out",
+                     str(tmp_path / "m"), *FAST]) == 0
+
+
+def test_init_refuses_features_made_with_other_settings(mel_mfcc, tmp_path, capsys):
+    tagging = tmp_path / "tagging"
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(tagging), *FAST]) == 0
+    other = tmp_path / "mel64.h5"
+    source = Path(h5py.File(mel_mfcc, "r").attrs["source"])
+    assert extract.main(["--data", str(source), "--out", str(other), "--features", "mel", "--n-mels", "64",
+                         "--workers", "0", "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "m"
+    assert run.main(["--task", "metric", "--init", str(tagging), "--features", str(other), "--out", str(out),
+                     *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "n_mels=64" in err and "the --init run" in err and "--n-mels 96" in err
+    assert not out.exists()  # refused before anything was written
