@@ -63,3 +63,28 @@ def test_init_refuses_features_made_with_other_settings(mel_mfcc, tmp_path, caps
     err = capsys.readouterr().err
     assert "n_mels=64" in err and "the --init run" in err and "--n-mels 96" in err
     assert not out.exists()  # refused before anything was written
+
+
+def test_a_checkpoint_saved_twice_is_the_same_bytes(tmp_path):
+    # a library index knows its run by best.pt's SHA-256: saving the same weights again must not change it
+    import torch
+
+    from train import runfolder
+
+    obj = {"model": torch.nn.Linear(4, 3).state_dict(), "config": {"model": "x"}}
+    runfolder.save_checkpoint(obj, tmp_path / "a.pt")
+    runfolder.save_checkpoint(obj, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+    assert torch.load(tmp_path / "a.pt", weights_only=False)["config"] == {"model": "x"}
+
+
+def test_pretrained_refuses_a_folder_that_holds_another_run(mel_mfcc, tmp_path, capsys):
+    from train import pretrained
+
+    ours = tmp_path / "ours"
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(ours), *FAST]) == 0
+    before = (ours / "best.pt").read_bytes()
+    capsys.readouterr()
+    assert pretrained.main(["MTT_musicnn", "--out", str(ours)]) == 2
+    assert "already holds a tagging run of 'cnn2d'; pass --force" in capsys.readouterr().err
+    assert (ours / "best.pt").read_bytes() == before

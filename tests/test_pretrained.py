@@ -202,3 +202,23 @@ def test_port_equals_tensorflow_musicnn(fixtures_dir):
         with torch.no_grad():
             got = torch.sigmoid(model(torch.from_numpy(x_np).transpose(1, 2))).numpy()
         np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@needs_pkg
+def test_making_the_folder_again_keeps_it_and_another_network_needs_force(tmp_path, capsys):
+    # `make demo` runs `pretrained.py MTT_musicnn` every time: a library indexed with the folder must still
+    # match it (its identity is best.pt's SHA-256), and another network must not silently take its place.
+    from train.library_store import run_sha256
+
+    out = tmp_path / "MTT_musicnn"
+    assert pretrained.main(["MTT_musicnn", "--out", str(out)]) == 0
+    sha = run_sha256(out)
+    assert pretrained.main(["MTT_musicnn", "--out", str(out)]) == 0
+    assert "kept as it is" in capsys.readouterr().out and run_sha256(out) == sha
+    assert pretrained.main(["MTT_vgg", "--out", str(out)]) == 2
+    assert "already holds MTT_musicnn; pass --force" in capsys.readouterr().err and run_sha256(out) == sha
+    (out / "embed-old").mkdir()
+    assert pretrained.main(["MTT_vgg", "--out", str(out), "--force"]) == 0
+    assert json.loads((out / "config.json").read_text())["pretrained"]["name"] == "MTT_vgg"
+    assert not (out / "embed-old").exists() and run_sha256(out) != sha
+    assert pretrained.main(["MTT_musicnn", "--out", str(out), "--force"]) == 0 and run_sha256(out) == sha

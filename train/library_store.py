@@ -394,9 +394,10 @@ def plan(folder: Path, out: Path, run: Path | None, retry_failed: bool):
         run = Path(state.meta["run"])
     sha = run_sha256(run)
     if state is not None and state.meta.get("run_sha256") != sha:
-        raise LibraryError(f"{out} was made with the run {state.meta.get('run')} and --run {run} is another "
-                           f"network (its best.pt differs); index into another --out, or delete {out} to start "
-                           f"over with {run}")
+        same = Path(state.meta.get("run", "")).resolve() == Path(run).resolve()
+        what = f"the run {run} has changed since it was made (its best.pt differs)" if same else \
+            f"it was made with the run {state.meta.get('run')} and --run {run} is another network"
+        raise LibraryError(f"{out}: {what}; index into another --out, or delete {out} to start over with {run}")
     files, counts = scan(folder)
     files = [(os.path.abspath(p), s, m) for p, s, m in files]
     known = {} if state is None else dict(zip(state.path, zip(state.size.tolist(), state.mtime_ns.tolist())))

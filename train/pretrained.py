@@ -11,6 +11,8 @@ folder holds what a tagging run of ours holds for loading (config.json, best.pt,
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -41,14 +43,32 @@ def package_dir() -> Path:
         raise RunError(str(exc)) from exc
 
 
-def convert(name: str, out: Path) -> Path:
+def held(out: Path) -> str | None:
+    """What the finished run folder ``out`` holds, in words (``None``: nothing finished there)."""
+    try:
+        cfg = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not (out / "best.pt").is_file():
+        return None
+    name = cfg.get("pretrained", {}).get("name") if isinstance(cfg.get("pretrained"), dict) else None
+    return name or f"a {cfg.get('task')} run of {cfg.get('model')!r}"
+
+
+def convert(name: str, out: Path, force: bool = False) -> Path:
     """Write the run folder of one of musicnn's networks.
+
+    A folder that already holds this network is kept as it is (so that a library indexed with it
+    still matches it); one that holds another network or run is refused, or with ``force``
+    replaced whole.
 
     Parameters
     ----------
     name : {'MTT_musicnn', 'MTT_vgg', 'MSD_musicnn', 'MSD_vgg'}
     out : Path
         The run folder to write (created; its files are replaced atomically).
+    force : bool
+        Replace ``out`` whatever it holds.
 
     Returns
     -------
@@ -58,8 +78,16 @@ def convert(name: str, out: Path) -> Path:
     Raises
     ------
     RunError
-        When the package is missing or its checkpoint cannot be read or does not fit.
+        When the package is missing or its checkpoint cannot be read or does not fit, or ``out``
+        holds another network.
     """
+    there = held(out)
+    if there == name and not force:
+        return out
+    if there is not None and not force:
+        raise RunError(f"{out} already holds {there}; pass --force to replace it, or give another --out")
+    if force and out.is_dir():
+        shutil.rmtree(out)  # whole: embeddings made with the old network would pass for this one's
     from features.musicnn import VARIANTS
     from train.models import count_parameters
 
@@ -91,14 +119,18 @@ def main(argv=None) -> int:
                                 formatter_class=HelpFormatter)
     p.add_argument("name", choices=NAMES, metavar="NAME", help=f"one of {', '.join(NAMES)}")
     p.add_argument("--out", type=Path, default=None, help="run folder; default cache/pretrained/NAME")
+    p.add_argument("--force", action="store_true", help="replace --out whatever it holds (by default a folder "
+                   "that holds NAME is kept as it is, and one that holds another network refused)")
     a = p.parse_args(argv)
     out = a.out or Path("cache/pretrained") / a.name
+    made = a.force or held(out) != a.name
     try:
-        convert(a.name, out)
+        convert(a.name, out, a.force)
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{a.name}: musicnn's weights ({PACKAGE}) -> {out} (config.json, best.pt, tags.json)")
+    print(f"{a.name}: musicnn's weights ({PACKAGE}) -> {out} (config.json, best.pt, tags.json)" if made else
+          f"{a.name}: already in {out}, kept as it is (--force makes it again)")
     print(f"tag a song:  python train/tag.py SONG.mp3 --run {out} [--taggram taggram.png]")
     print(f"embeddings:  python train/embed.py --run {out} --features cache/features.h5")
     return 0

@@ -35,11 +35,15 @@ class RunError(ValueError):
 
 
 def save_checkpoint(obj: dict, path: Path) -> None:
-    """``torch.save`` through a temporary file: a kill never leaves a half-written checkpoint."""
+    """``torch.save`` through a temporary file: a kill never leaves a half-written checkpoint.
+
+    Written through an open file, so that the same ``obj`` gives the same bytes (given a path,
+    ``torch.save`` names the archive after the temporary file, different every time).
+    """
     import torch  # here, so that reading metrics (train/report.py) starts without torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def write_json(path: Path, obj) -> None:
