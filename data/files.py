@@ -36,8 +36,11 @@ def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
     >>> with atomic_path("out/metrics.json") as tmp:   # doctest: +SKIP
     ...     tmp.write_text("{}")
 
-    If the block raises, the temporary is removed and ``path`` is left as it was.
+    If the block raises, the temporary is removed and ``path`` is left as it was. A folder at
+    ``path`` raises ``IsADirectoryError`` before the block runs.
     """
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path}: a folder, where a file is to be written")
     tmp = temporary_name(path)
     try:
         yield tmp
@@ -48,6 +51,18 @@ def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def output_error(path: str | os.PathLike, what: str = "") -> str | None:
+    """Why no file can be written at ``path`` (a folder is there, or no folder to hold it), for an
+    argument's error message (``what``: its name, e.g. ``--taggram``); ``None`` when one can."""
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if path.is_dir():
+        return f"{name}: a folder; give the name of a file to write (in it, or elsewhere)"
+    if not path.parent.is_dir():
+        return f"{name}: the folder {path.parent} does not exist; create it or pick another"
+    return None
 
 
 def write_atomically(path: str | os.PathLike, data: bytes | str) -> None:

@@ -261,6 +261,8 @@ def main(argv=None) -> int:
     try:
         if any(out.resolve() == s.resolve() for s in args.shards):
             raise MergeError(f"{out}: OUT is one of the shards; name a new file")
+        if out.is_dir():
+            raise MergeError(f"{out}: a folder; OUT is the name of the merged file to write")
         if out.exists() and not args.force:
             raise MergeError(f"{out}: already exists; pass --force to replace it")
         shards = check([read_shard(p) for p in args.shards])

@@ -88,3 +88,23 @@ def test_pretrained_refuses_a_folder_that_holds_another_run(mel_mfcc, tmp_path, 
     assert pretrained.main(["MTT_musicnn", "--out", str(ours)]) == 2
     assert "already holds a tagging run of 'cnn2d'; pass --force" in capsys.readouterr().err
     assert (ours / "best.pt").read_bytes() == before
+
+
+def test_a_folder_where_a_file_is_to_be_written_is_refused_before_any_work(tmp_path, capsys, fixtures_dir):
+    from data.files import atomic_path
+    from pipeline import merge
+    from train import library, tag
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="a folder"), atomic_path(folder) as tmp:
+        tmp.write_text("never")
+    assert folder.is_dir() and not any(tmp_path.glob(".*tmp"))
+    song = str(sorted(Path(fixtures_dir).glob("*.mp3"))[0])
+    for argv, main in ((["tag", song, "--taggram", str(folder)], tag.main),
+                       (["export", str(folder)], library.main), (["map", str(folder)], library.main)):
+        with pytest.raises(SystemExit) as exc:
+            main(argv[1:] if main is tag.main else argv)
+        assert exc.value.code == 2 and f"{folder}: a folder; give the name of a file" in capsys.readouterr().err
+    assert merge.main([str(folder), str(tmp_path / "s0.h5"), "--force"]) == 2
+    assert f"{folder}: a folder" in capsys.readouterr().err

@@ -54,7 +54,7 @@ import numpy as np
 
 from data.audio import AudioError, load_audio
 from data.cli import HelpFormatter
-from data.files import write_atomically
+from data.files import output_error, write_atomically
 from train.library_store import (DEFAULT_INDEX, Library, LibraryError, Searcher, clear_journal, find_track,
                                  index_lock, journal_dir, load_library, plan, plot_map, run_sha256, tag_column,
                                  top_tags, write_index, write_part)
@@ -644,8 +644,8 @@ def main(argv=None) -> int:
             p.error(f"--{name} must be at least {lo}, got {getattr(a, name)}")
     if getattr(a, "workers", None) is not None and a.workers < 0:
         p.error(f"--workers must be 0 or more, got {a.workers}")
-    if a.command in ("export", "map") and not a.out.parent.is_dir():
-        p.error(f"{a.out}: the folder {a.out.parent} does not exist; create it or pick another")
+    if a.command in ("export", "map") and (error := output_error(a.out)):
+        p.error(error)
     if getattr(a, "device", None) == "cuda":
         import torch
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from data.audio import AudioError, load_audio
 from data.cli import HelpFormatter
+from data.files import output_error
 from features.device import device_error
 from features.params import FeatureParams
 from train.runfolder import RunError, best_model, load_best
@@ -129,8 +130,8 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.top_k < 1:
         p.error(f"--top-k must be at least 1, got {a.top_k}")
-    if a.taggram and not a.taggram.parent.is_dir():
-        p.error(f"--taggram {a.taggram}: the folder {a.taggram.parent} does not exist; create it or pick another")
+    if a.taggram and (error := output_error(a.taggram, "--taggram")):
+        p.error(error)
     if error := device_error(a.device):
         p.error(error)
     try:
