@@ -365,10 +365,21 @@ def generate(root: str | os.PathLike, n_clips: int = 1600, seconds: float = 10.0
 def ensure_demo(root: str | os.PathLike = "cache/demo", **kw) -> Path:
     """Generate the demo corpus at ``root`` unless it is already there; return ``root``.
 
-    This is what the pipeline uses when no ``--data`` is given. Keyword arguments go to ``generate``.
+    This is what the pipeline uses when no ``--data`` is given. With no keyword arguments a finished
+    demo corpus at ``root`` is taken whatever it was made with (``python data/demo.py --clips 120``,
+    then ``python pipeline/extract.py``, extracts those 120 clips); keyword arguments go to
+    ``generate``, and a corpus there must then have been made with them.
+
+    Raises
+    ------
+    FileExistsError
+        As :func:`generate`: ``root`` holds something else.
     """
+    root = Path(root)
+    if not kw and (root / MARKER).is_file() and (root / ANNOTATIONS).is_file():
+        return root
     generate(root, **kw)
-    return Path(root)
+    return root
 
 
 def summary(root: str | os.PathLike) -> str:

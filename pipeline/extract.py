@@ -267,7 +267,10 @@ def main(argv=None) -> int:
     args.params = dataclasses.replace(args.params, stft=args.stft)
     if args.data is None:
         from data.demo import ensure_demo  # imported here: only the demo needs the generator
-        root = ensure_demo(DEMO_ROOT)
+        try:
+            root = ensure_demo(DEMO_ROOT)
+        except FileExistsError as exc:
+            return _fail(f"no --data given, and the demo corpus cannot be made: {exc}")
     else:
         root = args.data
     csv = Path(root) / ANNOTATIONS

@@ -108,3 +108,25 @@ def test_a_folder_where_a_file_is_to_be_written_is_refused_before_any_work(tmp_p
         assert exc.value.code == 2 and f"{folder}: a folder; give the name of a file" in capsys.readouterr().err
     assert merge.main([str(folder), str(tmp_path / "s0.h5"), "--force"]) == 2
     assert f"{folder}: a folder" in capsys.readouterr().err
+
+
+def test_extract_without_data_takes_the_demo_corpus_the_user_made(tmp_path, monkeypatch, capsys):
+    # `python data/demo.py --clips N` (N not the default), then `python pipeline/extract.py --features mel,mfcc`
+    from data import demo
+
+    root = tmp_path / "demo"
+    demo.generate(root, n_clips=16, seconds=3.5, seed=0, workers=1, progress=False)
+    marker = (root / demo.MARKER).stat().st_mtime_ns
+    monkeypatch.setattr(extract, "DEMO_ROOT", root)
+    out = tmp_path / "f.h5"
+    assert extract.main(["--features", "mel,mfcc", "--out", str(out), "--workers", "0", "--quiet"]) == 0
+    assert (root / demo.MARKER).stat().st_mtime_ns == marker
+    assert Path(h5py.File(out, "r").attrs["source"]) == root.resolve()
+    # something else in the demo's folder: one line naming it, no traceback
+    monkeypatch.setattr(extract, "DEMO_ROOT", tmp_path / "mine")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a corpus")
+    capsys.readouterr()
+    assert extract.main(["--features", "mel", "--out", str(tmp_path / "g.h5"), "--workers", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no --data given" in err and "not an empty folder nor a demo corpus" in err and "Traceback" not in err
