@@ -216,10 +216,20 @@ def estimate_samples(path: Path) -> int:
 def clip_samples(paths: list[Path], args) -> np.ndarray:
     """Each clip's length from its file header, capped by ``--max-seconds``, in samples at ``SR``.
 
-    A header that cannot be read gets the cap, so a clip the decoder can still read loses nothing.
+    A header that cannot be read gets a bound from the file's size instead: no format the decoder
+    reads holds a second of audio in under 500 bytes (4 kbit/s; MP3 and Opus go down to 8 and 6),
+    so a clip the decoder can still read loses nothing, and a missing or broken file reserves next
+    to nothing (it reserved ``--max-seconds``: 19 MB of mel+MFCC+chroma each).
     """
     cap = int(args.max_seconds * SR)
-    return np.minimum(np.array([estimate_samples(p) or cap for p in paths], np.int64), cap)
+
+    def by_size(path: Path) -> int:
+        try:
+            return os.path.getsize(path) * SR // 500
+        except OSError:  # missing: the decoder says so
+            return 0
+
+    return np.minimum(np.array([estimate_samples(p) or by_size(p) for p in paths], np.int64), cap)
 
 
 def clip_rooms(samples: np.ndarray, params: FeatureParams, growth: float = 1.0) -> np.ndarray:

@@ -130,3 +130,27 @@ def test_extract_without_data_takes_the_demo_corpus_the_user_made(tmp_path, monk
     assert extract.main(["--features", "mel", "--out", str(tmp_path / "g.h5"), "--workers", "0", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no --data given" in err and "not an empty folder nor a demo corpus" in err and "Traceback" not in err
+
+
+def test_a_missing_or_broken_file_reserves_next_to_nothing(tmp_path):
+    # A partial MTAT download (thousands of MP3s missing) must not make a features file of 19 MB per
+    # missing clip, nor be refused by the disk-space check.
+    from tests.conftest import make_corpus
+
+    names = make_corpus(tmp_path / "c", per_folder=2)
+    mp3 = tmp_path / "c" / "mp3"
+    (mp3 / names[1]).unlink()
+    (mp3 / names[3]).write_bytes((mp3 / names[3]).read_bytes()[:300])  # truncated
+    (mp3 / names[5]).write_text("not audio at all")
+    out = tmp_path / "f.h5"
+    assert extract.main(["--data", str(tmp_path / "c"), "--out", str(out), "--features", "mel", "--workers", "0",
+                         "--quiet", "--split", "standard"]) == 0
+    with h5py.File(out, "r") as f:
+        ids = [p.decode() if isinstance(p, bytes) else p for p in f["mp3_path"][:]]
+        room, status = f["room"][:], f["status"][:]
+    rows = {n: ids.index(n) for n in (names[1], names[3], names[5]) if n in ids}
+    assert rows, "the broken clips are rows of the file"
+    for n, r in rows.items():
+        assert status[r] != 1 and room[r] < 40, (n, room[r])  # 40 frames: 0.64 s
+    good = status == 1
+    assert good.any() and (room[good] >= 200).all()  # real clips keep their 3.5-5.5 s of room
