@@ -348,8 +348,9 @@ def main(argv=None) -> int:
                         help="float N x D array (the trainer's embeddings.npy)")
     parser.add_argument("--labels", metavar="LABELS.npy",
                         help=f"0/1 N x T array (default: {LABELS_FILE} beside EMBEDDINGS.npy)")
-    parser.add_argument("--k", default=",".join(map(str, DEFAULT_KS)), metavar="K,K,...",
-                        help="comma-separated cut-offs (default: %(default)s)")
+    parser.add_argument("--k", default=None, metavar="K,K,...",
+                        help=f"comma-separated cut-offs (default: {','.join(map(str, DEFAULT_KS))}, those below "
+                             "the number of clips)")
     parser.add_argument("--metric", choices=sorted(METRICS), default="cosine",
                         help="neighbour metric (default: cosine)")
     parser.add_argument("--ci", action="store_true",
@@ -362,8 +363,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        ks = parse_ks(args.k)
         x = load_npy(args.embeddings)
+        # by default the cut-offs a split of N clips has (N-1 others), as the trainer reports them
+        ks = parse_ks(args.k) if args.k else [k for k in DEFAULT_KS if k < len(x)] or [DEFAULT_KS[0]]
         labels_path, y = labels_beside(args.embeddings, args.labels)
         t0 = time.perf_counter()
         with warnings.catch_warnings():

@@ -154,3 +154,26 @@ def test_a_missing_or_broken_file_reserves_next_to_nothing(tmp_path):
         assert status[r] != 1 and room[r] < 40, (n, room[r])  # 40 frames: 0.64 s
     good = status == 1
     assert good.any() and (room[good] >= 200).all()  # real clips keep their 3.5-5.5 s of room
+
+
+def test_a_small_test_split_gets_intervals_in_range_and_the_recall_cut_offs_it_has(tmp_path, capsys):
+    import numpy as np
+
+    from eval import auc, recall
+
+    # the basic bootstrap reflects the resamples around the estimate: on 10 clips it crossed 0
+    r = np.random.default_rng(0)
+    y, s = (r.random((10, 6)) < 0.15).astype(np.int8), r.random((10, 6))
+    ci = auc.macro_ci(s, y, n_boot=200)
+    assert all(0.0 <= lo <= hi <= 1.0 for lo, hi in (ci["roc_auc"], ci["pr_auc"]))
+    assert ci["pr_auc"][0] == 0.0  # where the reflection fell below it
+    diff = auc.macro_ci(s, y, other=r.random((10, 6)), n_boot=200)
+    assert all(-1.0 <= lo <= hi <= 1.0 for lo, hi in (diff["roc_auc"], diff["pr_auc"]))
+    # `python eval/recall.py RUN/embeddings.npy`, as the trainer's last line says, on a 6-clip test split
+    np.save(tmp_path / "embeddings.npy", r.standard_normal((6, 4)).astype(np.float32))
+    np.save(tmp_path / "labels.npy", (r.random((6, 50)) < 0.3).astype(np.int8))
+    assert recall.main([str(tmp_path / "embeddings.npy"), "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["recall"]) == ["1", "2", "4"]
+    with pytest.raises(SystemExit):  # asked for, K=8 is still an error that names it
+        recall.main([str(tmp_path / "embeddings.npy"), "--k", "1,8"])
+    assert "K=8 is larger than N-1=5" in capsys.readouterr().err
