@@ -55,7 +55,10 @@ def load_audio(path: str | os.PathLike, sr: int = SR, npy_sr: int = SR) -> np.nd
         try:
             y, src_sr = sf.read(path, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            raise AudioError(f"{path}: not an audio file the decoder can read ({exc})") from exc
+            why = str(exc)
+            if "possibly a pipe" in why:  # libsndfile's words for a file it knows no format of: the file is there
+                why = "no audio format recognised: damaged, truncated, or not audio"
+            raise AudioError(f"{path}: not an audio file the decoder can read ({why})") from exc
         y = y.mean(axis=1) if y.shape[1] > 1 else y[:, 0]
     if y.size == 0:
         raise AudioError(f"{path}: decodes to no samples (truncated or not audio)")

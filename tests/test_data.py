@@ -135,8 +135,12 @@ def test_decode_bad_files(tmp_path, fixtures_dir):
     with pytest.raises(AudioError, match=r"empty.mp3: file is empty \(0 bytes\)"):
         load_audio(tmp_path / "empty.mp3")
     (tmp_path / "text.mp3").write_text("this is not audio, it is a text file\n" * 20)
-    with pytest.raises(AudioError, match="text.mp3: not an audio file the decoder can read"):
+    with pytest.raises(AudioError, match="text.mp3: not an audio file the decoder can read") as exc:
         load_audio(tmp_path / "text.mp3")
+    assert "pipe" not in str(exc.value)  # libsndfile's "not a regular file (possibly a pipe?)", for a file that is
+    (tmp_path / "cut.mp3").write_bytes(MTAT_MP3.read_bytes()[:300] if MTAT_MP3.is_file() else b"ID3" + bytes(297))
+    with pytest.raises(AudioError, match="cut.mp3: .*damaged, truncated, or not audio"):
+        load_audio(tmp_path / "cut.mp3")
     (tmp_path / "album.mp3").mkdir()
     with pytest.raises(AudioError, match="album.mp3: is a folder, not an audio file"):
         load_audio(tmp_path / "album.mp3")
