@@ -177,3 +177,21 @@ def test_a_small_test_split_gets_intervals_in_range_and_the_recall_cut_offs_it_h
     with pytest.raises(SystemExit):  # asked for, K=8 is still an error that names it
         recall.main([str(tmp_path / "embeddings.npy"), "--k", "1,8"])
     assert "K=8 is larger than N-1=5" in capsys.readouterr().err
+
+
+def test_small_things_a_new_user_notices(mel_mfcc, tmp_path, capsys):
+    import matplotlib.pyplot as plt
+
+    from train import report
+    from train.plots import save_figure
+
+    # a picture is written in the format its name asks for
+    for name, magic in (("t.jpg", b"\xff\xd8"), ("t.png", b"\x89PNG"), ("t.svg", b"<?xml"), ("t", b"\x89PNG")):
+        save_figure(plt.figure(), tmp_path / name)
+        assert (tmp_path / name).read_bytes().startswith(magic), name
+    # report.py given one run folder reports that run
+    one = tmp_path / "one"
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(one), *FAST]) == 0
+    capsys.readouterr()
+    assert report.main([str(one), "--no-ci"]) == 0
+    assert "| one | tagging |" in capsys.readouterr().out

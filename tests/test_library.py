@@ -367,3 +367,11 @@ def test_one_index_run_at_a_time(musicnn_run, tmp_path, capsys):
     lock.write_text("999999999")  # left by a killed run: taken over
     assert lib_main("index", music, "--run", musicnn_run, "--out", out, "--workers", 0, "--quiet") == 0
     assert len(load_library(out)) == 6 and not lock.exists()
+
+
+def test_a_folder_without_audio_is_said_to_have_none(musicnn_run, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no music here")
+    assert lib_main("index", tmp_path / "empty", "--run", musicnn_run, "--out", tmp_path / "lib.h5") == 0
+    out = capsys.readouterr().out
+    assert "no audio file" in out and "already" not in out

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from data.cli import HelpFormatter
-from features.device import device_error
+from features.device import device_error, pick_device
 from train import runfolder
 from train.runfolder import RunError
 
@@ -92,13 +92,15 @@ def main(argv=None) -> int:
                    help="features file; default the run's own, else cache/features.h5")
     p.add_argument("--split", choices=SPLITS, default="test", help="clips to embed")
     p.add_argument("--out", type=Path, default=None, help="output folder; default RUN/embed-<features>-<split>")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the network runs; auto: cuda when there is one")
     p.add_argument("--batch", type=int, default=64, help="crops per forward pass")
     a = p.parse_args(argv)
     if a.batch < 1:
         p.error(f"--batch must be at least 1, got {a.batch}")
     if error := device_error(a.device):
         p.error(error)
+    a.device = str(pick_device(a.device))
     from train.feed import FeedError
 
     features = a.features

@@ -409,8 +409,10 @@ def summary_lines(s: dict) -> list[str]:
         lines.append(f"time       {s['indexed']} tracks in {s['seconds']:.1f} s = {s['tracks_per_s']:.2f} tracks/s "
                      f"({s['audio_seconds'] / max(s['seconds'], 1e-9):.0f}x real time) on {s['device']}, "
                      f"{s['workers']} decoding worker{'s' if s['workers'] != 1 else ''}; start-up {s['startup']:.1f} s")
-    else:
+    elif s["files"]:
         lines.append("time       nothing to index: every file is in the index already")
+    else:
+        lines.append("time       nothing to index: no audio file (MP3, WAV, FLAC, OGG) under the folder")
     if s["interrupted"]:
         lines.append(f"stopped    by Ctrl-C: the {s['indexed']} tracks done are kept in the index; run the same "
                      f"command again to index the {s['left']} left")
@@ -473,8 +475,8 @@ def cmd_similar(a) -> int:
     if a.json:
         out = {"query": {"path": qname, "in_index": row >= 0, "tags": dict(top_tags(q_scores, tags, a.tags))},
                "index": str(a.index), "run": lib.meta["run"], "distance": "cosine", "seconds": round(seconds, 4),
-               "neighbours": [{"rank": r + 1, "path": lib.path[i], "distance": float(1 - c), "cosine": float(c),
-                               "duration": float(lib.duration[i]),
+               "neighbours": [{"rank": r + 1, "path": lib.path[i], "distance": max(float(1 - c), 0.0),
+                               "cosine": float(c), "duration": float(lib.duration[i]),
                                "tags": dict(top_tags(lib.scores[i], tags, a.tags))}
                               for r, (i, c) in enumerate(zip(rows, cos))]}
         print(json.dumps(out, indent=1))
@@ -483,7 +485,7 @@ def cmd_similar(a) -> int:
     print(f"query  {qname}  ({where})" + (f"\n       {_tag_text(top_tags(q_scores, tags, a.tags))}" if tags else ""))
     print(f"{len(rows)} nearest of {len(lib)} tracks by cosine distance:")
     for r, (i, c) in enumerate(zip(rows, cos)):
-        line = f"{r + 1:>4}  {1 - c:.4f}  {lib.path[i]}"
+        line = f"{r + 1:>4}  {max(1 - c, 0.0):.4f}  {lib.path[i]}"  # a copy's 1 - cos rounds to -0.0000
         print(line + (f"\n            {_tag_text(top_tags(lib.scores[i], tags, a.tags))}" if tags else ""))
     return 0
 

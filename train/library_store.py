@@ -595,11 +595,9 @@ def plot_map(lib: Library, out: Path, query=None, neighbours=(), title: str = ""
     dict
         ``explained``: the variance share of the two axes; ``legend``: the tags coloured.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
+
+    from train.plots import plt, save_figure  # pyplot with matplotlib's file-only back-end set
 
     def unit(x):
         n = np.linalg.norm(x, axis=-1, keepdims=True)
@@ -640,7 +638,5 @@ def plot_map(lib: Library, out: Path, query=None, neighbours=(), title: str = ""
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=max(1.0, 20 / size) ** 0.5,
               title="top tag" if shown else None)
     ax.grid(alpha=0.25)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out)
     return {"explained": explained, "legend": [lib.tags[t] for t in shown]}

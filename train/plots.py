@@ -11,9 +11,13 @@ import numpy as np  # noqa: E402
 from data.files import atomic_path  # noqa: E402
 
 
-def _save(fig, path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+def save_figure(fig, path) -> None:
+    """Write ``fig`` to ``path`` atomically, in the format its suffix names (``.jpg``, ``.pdf``, ``.svg``...;
+    PNG where matplotlib knows no such format), and close it."""
+    fmt = str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
+    with atomic_path(path) as tmp:  # the temporary's own name has no suffix to go by
+        fig.savefig(tmp, format=fmt if fmt in fig.canvas.get_supported_filetypes() else "png", dpi=110,
+                    bbox_inches="tight")
     plt.close(fig)
 
 
@@ -43,7 +47,7 @@ def plot_curves(history: list[dict], path, score_keys=("val_roc_auc", "val_pr_au
                      xytext=(3, -12), textcoords="offset points", color="tab:green", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_tag_auc(tags, roc_auc, path, title="Test ROC-AUC per tag", n_positive=None) -> None:
@@ -73,7 +77,7 @@ def plot_tag_auc(tags, roc_auc, path, title="Test ROC-AUC per tag", n_positive=N
         if left:
             fig.text(0.01, -0.2, "no ROC-AUC (no positive or no negative clip in the test split): "
                      + ", ".join(left), fontsize=7, wrap=True, va="top")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_taggram(taggram, tags, seconds_per_crop: float, path, title="Taggram", starts=None,
@@ -109,4 +113,4 @@ def plot_taggram(taggram, tags, seconds_per_crop: float, path, title="Taggram", 
     ax.set_yticks(np.arange(n), [tags[i] for i in order], fontsize=7)
     ax.set(xlabel="time (s)", title=f"{title}  (tags sorted by the clip's mean score)")
     fig.colorbar(im, ax=ax, label="score", fraction=0.03, pad=0.01)
-    _save(fig, path)
+    save_figure(fig, path)

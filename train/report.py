@@ -74,7 +74,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python train/report.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("root", nargs="?", type=Path, default=Path("cache/runs"), help="folder of run folders")
+    p.add_argument("root", nargs="?", type=Path, default=Path("cache/runs"),
+                   help="folder of run folders, or one run folder")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--no-ci", dest="ci", action="store_false", help="leave out the bootstrap intervals (faster)")
     a = p.parse_args(argv)

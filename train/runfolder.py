@@ -184,8 +184,11 @@ def save_outputs(out: Path, scores, emb, labels, clip_ids, tags) -> None:
 
 
 def finished_runs(root: Path) -> list[tuple[Path, dict]]:
-    """``(folder, metrics)`` of every finished run folder under ``root`` (those with ``metrics.json``)."""
-    return [(p.parent, json.loads(p.read_text())) for p in sorted(Path(root).glob("*/metrics.json"))]
+    """``(folder, metrics)`` of every finished run folder under ``root`` (those with ``metrics.json``), or of
+    ``root`` itself when it is one."""
+    found = [Path(root) / "metrics.json"] if (Path(root) / "metrics.json").is_file() else \
+        sorted(Path(root).glob("*/metrics.json"))
+    return [(p.parent, json.loads(p.read_text())) for p in found]
 
 
 def check_params(run: Path, cfg: dict, file_params, features: Path, what: str = "the run") -> None:

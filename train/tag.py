@@ -25,7 +25,7 @@ import numpy as np
 from data.audio import AudioError, load_audio
 from data.cli import HelpFormatter
 from data.files import output_error
-from features.device import device_error
+from features.device import device_error, pick_device
 from features.params import FeatureParams
 from train.runfolder import RunError, best_model, load_best
 
@@ -126,7 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--taggram", type=Path, default=None,
                    help="PNG of the tags x time scores (with several files: one PNG each, named after the "
                         "file); default: none")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the network runs")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the network runs; auto: cuda when there is one")
     a = p.parse_args(argv)
     if a.top_k < 1:
         p.error(f"--top-k must be at least 1, got {a.top_k}")
@@ -134,6 +135,7 @@ def main(argv=None) -> int:
         p.error(error)
     if error := device_error(a.device):
         p.error(error)
+    a.device = str(pick_device(a.device))
     try:
         run = a.run or default_run()
         model, frontend, mean, std, frames, tags = load_run(run, a.device)
