@@ -13,6 +13,7 @@ import numpy as np
 
 #: File names the trainer writes in a run folder.
 LABELS_FILE = "labels.npy"
+CLIP_IDS_FILE = "clip_ids.npy"
 TAGS_FILE = "tags.json"
 
 
@@ -183,6 +184,25 @@ def labels_beside(path: str | os.PathLike, given: str | None) -> tuple[str, np.n
     if given is None and not Path(labels_path).is_file():
         raise ValueError(f"{path}: no --labels given and no {LABELS_FILE} beside it ({labels_path})")
     return labels_path, load_npy(labels_path)
+
+
+def check_same_clips(path: str | os.PathLike, other: str | os.PathLike) -> None:
+    """Refuse to pair two run files whose ``clip_ids.npy`` (beside each, as the trainer and
+    ``train/embed.py`` write them) say they score other clips, or the same in another order.
+
+    Raises
+    ------
+    ValueError
+        Naming both files, when both have clip ids and these differ.
+    """
+    a, b = beside(path, CLIP_IDS_FILE), beside(other, CLIP_IDS_FILE)
+    if a == b or not (a.is_file() and b.is_file()):
+        return
+    ia, ib = np.load(a, allow_pickle=False), np.load(b, allow_pickle=False)
+    if ia.shape != ib.shape or not np.array_equal(ia, ib):
+        raise ValueError(f"{other}: its clips ({b}) are not those of {path} ({a}), in the same order; a paired "
+                         "difference compares two systems on the same clips (make both from one features file "
+                         "and split)")
 
 
 def tag_names_beside(path: str | os.PathLike, n_tags: int) -> list[str] | None:

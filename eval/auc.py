@@ -25,8 +25,8 @@ import numpy as np
 from eval._auc_kernel import roc_ap
 from eval.bootstrap import DEFAULT_BOOT, DEFAULT_LEVEL, statistic_ci
 from eval.bootstrap import add_arguments as add_bootstrap_arguments
-from eval._checks import (LABELS_FILE, binary_labels, finite_matrix, labels_beside, load_npy, real_array,
-                          tag_names_beside)
+from eval._checks import (LABELS_FILE, binary_labels, check_same_clips, finite_matrix, labels_beside, load_npy,
+                          real_array, tag_names_beside)
 
 
 class UndefinedTagWarning(UserWarning):
@@ -186,6 +186,7 @@ def main(argv=None) -> int:
                              "ROC-AUC and PR-AUC are undefined")
         other = None
         if args.against:
+            check_same_clips(args.predictions, args.against)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UndefinedTagWarning)
                 other_scores = load_npy(args.against)

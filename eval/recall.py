@@ -41,8 +41,8 @@ from threadpoolctl import threadpool_limits
 from eval import _topk
 from eval.bootstrap import add_arguments as add_bootstrap_arguments
 from eval.bootstrap import mean_ci, paired_ci
-from eval._checks import (LABELS_FILE, binary_labels, finite_matrix, labels_beside, load_npy, parse_ks,
-                          real_array)
+from eval._checks import (LABELS_FILE, binary_labels, check_same_clips, finite_matrix, labels_beside, load_npy,
+                          parse_ks, real_array)
 
 METRICS = {"cosine": _topk.COSINE, "euclidean": _topk.EUCLIDEAN}
 DEFAULT_KS = (1, 2, 4, 8)
@@ -373,6 +373,7 @@ def main(argv=None) -> int:
             res = _recall(x, y, ks, args.metric, None, None, args.embeddings, labels_path)
             other = None
             if args.against:
+                check_same_clips(args.embeddings, args.against)
                 other = _recall(load_npy(args.against), y, ks, args.metric, None, None, args.against, labels_path)
         elapsed = time.perf_counter() - t0
         if res["n_queries"] == 0:

@@ -25,6 +25,8 @@ def test_the_default_model_trains_on_what_extract_mel_mfcc_wrote(mel_mfcc, tmp_p
     assert run.parse_args(["--features", str(mel_mfcc)]).inputs == ("mel", "mfcc")
     assert run.main(["--features", str(mel_mfcc), "--out", str(tmp_path / "r"), *FAST]) == 0
     assert json.loads((tmp_path / "r" / "config.json").read_text())["inputs"] == ["mel", "mfcc"]
+    # tags a tiny test split lacks are said in the log, not as a Python warning with its source line
+    assert "note: on the test split, " in (tmp_path / "r" / "train.log").read_text()
     # asked for explicitly, a feature the file lacks is still an error naming it
     assert run.main(["--features", str(mel_mfcc), "--inputs", "mel,chroma", "--out", str(tmp_path / "c"), *FAST]) == 2
     assert not (tmp_path / "c").exists()
@@ -195,3 +197,23 @@ def test_small_things_a_new_user_notices(mel_mfcc, tmp_path, capsys):
     capsys.readouterr()
     assert report.main([str(one), "--no-ci"]) == 0
     assert "| one | tagging |" in capsys.readouterr().out
+
+
+def test_against_refuses_embeddings_of_other_clips(tmp_path, capsys):
+    import numpy as np
+
+    from eval import auc, recall
+
+    r = np.random.default_rng(1)
+    for run, ids in (("a", [3, 1, 2, 5, 4, 6]), ("b", [1, 2, 3, 4, 5, 6]), ("c", [3, 1, 2, 5, 4, 6])):
+        (tmp_path / run).mkdir()
+        np.save(tmp_path / run / "embeddings.npy", r.standard_normal((6, 4)).astype(np.float32))
+        np.save(tmp_path / run / "predictions.npy", r.random((6, 50)).astype(np.float32))
+        np.save(tmp_path / run / "labels.npy", (r.random((6, 50)) < 0.4).astype(np.int8))
+        np.save(tmp_path / run / "clip_ids.npy", np.array(ids))
+    a, b, c = (str(tmp_path / x / "embeddings.npy") for x in "abc")
+    for main, f in ((recall.main, "embeddings.npy"), (auc.main, "predictions.npy")):
+        with pytest.raises(SystemExit):  # the same clips in another order: the pairs would be wrong
+            main([a.replace("embeddings.npy", f), "--against", b.replace("embeddings.npy", f), "--boot", "50"])
+        assert "are not those of" in capsys.readouterr().err
+        assert main([a.replace("embeddings.npy", f), "--against", c.replace("embeddings.npy", f), "--boot", "50"]) == 0

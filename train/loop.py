@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from eval.auc import UndefinedTagWarning
 from features.device import bf16_supported
 from train import dist, runfolder
 from train.config import RunConfig
@@ -298,7 +299,14 @@ def test_best(cfg: RunConfig, mode: Mode, ff, model, evaluate, test_set, history
     best = torch.load(out / "best.pt", map_location=next(model.parameters()).device, weights_only=False)
     model.load_state_dict(best["model"])
     best_epoch = best["epoch"]
-    scores, emb, labels, test_loss, test = evaluate(test_set)
+    with warnings.catch_warnings(record=True) as caught:  # said as a line of the log, not as a warning's source
+        warnings.simplefilter("always", UndefinedTagWarning)
+        scores, emb, labels, test_loss, test = evaluate(test_set)
+    for w in caught:
+        if issubclass(w.category, UndefinedTagWarning):
+            log(f"note: on the test split, {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     runfolder.save_outputs(out, scores, emb, labels, ff.clip_id[idx], ff.tags)
     write_results(cfg, mode, ff, test, test_loss, labels, best_epoch, history, time.time() - t_run,
                   best.get("valid"))
