@@ -205,12 +205,12 @@ def test_against_refuses_embeddings_of_other_clips(tmp_path, capsys):
     from eval import auc, recall
 
     r = np.random.default_rng(1)
-    for run, ids in (("a", [3, 1, 2, 5, 4, 6]), ("b", [1, 2, 3, 4, 5, 6]), ("c", [3, 1, 2, 5, 4, 6])):
-        (tmp_path / run).mkdir()
-        np.save(tmp_path / run / "embeddings.npy", r.standard_normal((6, 4)).astype(np.float32))
-        np.save(tmp_path / run / "predictions.npy", r.random((6, 50)).astype(np.float32))
-        np.save(tmp_path / run / "labels.npy", (r.random((6, 50)) < 0.4).astype(np.int8))
-        np.save(tmp_path / run / "clip_ids.npy", np.array(ids))
+    for name, ids in (("a", [3, 1, 2, 5, 4, 6]), ("b", [1, 2, 3, 4, 5, 6]), ("c", [3, 1, 2, 5, 4, 6])):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "embeddings.npy", r.standard_normal((6, 4)).astype(np.float32))
+        np.save(tmp_path / name / "predictions.npy", r.random((6, 50)).astype(np.float32))
+        np.save(tmp_path / name / "labels.npy", (r.random((6, 50)) < 0.4).astype(np.int8))
+        np.save(tmp_path / name / "clip_ids.npy", np.array(ids))
     a, b, c = (str(tmp_path / x / "embeddings.npy") for x in "abc")
     for main, f in ((recall.main, "embeddings.npy"), (auc.main, "predictions.npy")):
         with pytest.raises(SystemExit):  # the same clips in another order: the pairs would be wrong
