@@ -217,3 +217,14 @@ def test_against_refuses_embeddings_of_other_clips(tmp_path, capsys):
             main([a.replace("embeddings.npy", f), "--against", b.replace("embeddings.npy", f), "--boot", "50"])
         assert "are not those of" in capsys.readouterr().err
         assert main([a.replace("embeddings.npy", f), "--against", c.replace("embeddings.npy", f), "--boot", "50"]) == 0
+
+
+def test_a_rank_that_resolved_other_defaults_than_rank_0_is_refused(monkeypatch):
+    from train import dist, loop
+    from train.runfolder import RunError
+
+    cfg = run.parse_args(["--model", "cnn2d", "--inputs", "mel"])
+    loop.agree_with_rank0(cfg)  # alone, or agreeing: nothing to say
+    monkeypatch.setattr(dist, "broadcast", lambda value: ("shortres", ("mel", "mfcc", "chroma")))
+    with pytest.raises(RunError, match="rank 0 shortres on mel,mfcc,chroma"):
+        loop.agree_with_rank0(cfg)

@@ -338,6 +338,18 @@ def start_line(cfg: RunConfig, model, ff, length: int, split: dict, per_clip: in
             + (f", the original or one of {augmented} augmented versions per clip per epoch" if augmented else ""))
 
 
+def agree_with_rank0(cfg: RunConfig) -> None:
+    """Under torchrun each rank parsed its own command line, taking the network and inputs not given
+    from ``--init``'s folder and the features file where it runs: refuse a rank that took others than
+    rank 0 (the folder on rank 0's machine only, say) instead of training mismatched networks."""
+    mine = (cfg.model, tuple(cfg.inputs))
+    ref = dist.broadcast(mine)
+    if tuple(ref) != mine:
+        raise RunError(f"rank {dist.rank()} resolved --model {mine[0]} --inputs {','.join(mine[1])}, but rank 0 "
+                       f"{ref[0]} on {','.join(ref[1])} (its --init folder or features file differs); give --model "
+                       "and --inputs on the command line")
+
+
 def train(cfg: RunConfig) -> int:
     # ---------------------------------------------------------------- set-up
     out, mode = cfg.out, make_mode(cfg)
@@ -346,6 +358,7 @@ def train(cfg: RunConfig) -> int:
     if cfg.batch < 2 * world:
         raise RunError(f"--batch {cfg.batch} is the global batch, shared by {world} ranks: it must be at least "
                        f"{2 * world}, so that every rank's BatchNorm trains on 2 clips or more")
+    agree_with_rank0(cfg)
     torch.manual_seed(cfg.seed)
     torch.backends.cudnn.benchmark = True  # fixed crop shapes: cuDNN picks each convolution's fastest kernel once
     config, ckpt_last, ckpt_best = cfg.identity(), out / "last.pt", out / "best.pt"
