@@ -359,7 +359,7 @@ def test_sampler_names_known_without_torch():
     assert run.SAMPLERS == SAMPLERS
 
 
-@pytest.mark.parametrize("sampler,mining", [("tag", "semihard"), ("overlap", "none"), ("instance", "semihard"),
+@pytest.mark.parametrize("sampler,mining", [("tag", "none"), ("overlap", "semihard"), ("instance", "semihard"),
                                             ("instance", "none"), ("latent", "hard"), ("timbre", "semihard"),
                                             ("beat", "semihard"), ("beat", "none")])
 def test_every_sampler_trains_a_metric_run(feats, tmp_path, sampler, mining):

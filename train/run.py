@@ -13,6 +13,7 @@ tagging and the two ways of metric learning.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import sys
 from pathlib import Path
@@ -123,6 +124,7 @@ def parse_args(argv=None) -> RunConfig:
     """The run configuration of a command line; a bad argument exits 2 with a message naming it."""
     parser = build_parser()
     a = parser.parse_args(argv)
+    given = given_options(parser, argv)
     started = started_from(a.init) if a.init and a.task == "metric" else {}
     a.model = a.model or started.get("model") or DEFAULT_MODEL[a.task]
     if a.model == "linear" and a.task == "tagging":
@@ -161,18 +163,45 @@ def parse_args(argv=None) -> RunConfig:
         parser.error(f"--lr-factor must be below 1 (each drop lowers the lr), got {a.lr_factor}")
     if a.init and a.task != "metric":
         parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
-    if a.loss is None:  # the course's sampled triplets, or a Euclidean space, ask for the triplet loss
-        a.loss = "triplet" if a.mining == "none" or a.distance != "cosine" else "contrastive"
+    if a.task == "tagging" and (metric_only := sorted(given & METRIC_OPTIONS)):
+        parser.error(f"{', '.join('--' + o.replace('_', '-') for o in metric_only)}: for --task metric; "
+                     "a tagging run does not use it")
+    triplet_only = sorted(given & TRIPLET_OPTIONS)
+    if a.loss is None:  # the course's sampled triplets, a Euclidean space, or a triplet option ask for triplets
+        a.loss = "triplet" if a.mining == "none" or a.distance != "cosine" or triplet_only else "contrastive"
+    if a.loss == "triplet" and "temperature" in given:
+        parser.error("--temperature: for --loss contrastive; the triplet loss does not use it")
+    if a.sampler == "tag" and a.mining != "none" and a.task == "metric":
+        parser.error("--sampler tag is the course's rule for sampled triplets (--mining none): in mined P x K "
+                     "batches and in the contrastive loss, positives and negatives come from the tags' overlap, "
+                     "as with --sampler overlap; add --mining none, or use --sampler overlap")
     if a.loss == "contrastive" and a.mining == "none":
         parser.error("--loss contrastive compares every clip of a P x K batch; it does not take --mining none "
                      "(the course's sampled triplets)")
     if a.loss == "contrastive" and a.distance != "cosine":
         parser.error("--loss contrastive works on cosine similarities; use it with --distance cosine")
+    if a.loss == "contrastive" and triplet_only:
+        parser.error(f"{', '.join('--' + o for o in triplet_only)}: for the triplet loss; --loss contrastive does "
+                     "not use it (leave out --loss contrastive, or the option)")
     if a.init and a.model == "linear":
         parser.error("--init: the linear projection has no backbone to start from a tagging run")
     if error := device_error(a.device):
         parser.error(error)
     return RunConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RunConfig)})
+
+
+#: Options only metric learning uses, and those only its triplet loss uses (as argparse names them).
+METRIC_OPTIONS = {"dim", "distance", "margin", "tag_weight", "loss", "temperature", "mining", "negatives", "sampler",
+                  "start", "backbone_lr"}
+TRIPLET_OPTIONS = {"margin", "mining", "negatives"}
+
+
+def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The options the command line itself gives (not left at their defaults), as argparse names them."""
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(quiet.parse_args(argv)))
 
 
 def started_from(run: Path) -> dict:
