@@ -251,3 +251,14 @@ def test_a_triplet_option_asks_for_the_triplet_loss():
     for extra in (["--mining", "hard"], ["--margin", "0.2"], ["--negatives", "disjoint"]):
         assert run.parse_args(["--task", "metric", *extra]).loss == "triplet", extra
     assert run.parse_args(["--task", "metric", "--sampler", "tag", "--mining", "none"]).sampler == "tag"
+
+
+def test_a_crop_shorter_than_the_network_takes_is_refused_before_the_run_folder(mel_mfcc, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--seconds", "1", "--out", str(out),
+                     *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "a crop of 62 frames is shorter than the 180 --model cnn2d takes; give --seconds 2.88 or more" in err
+    assert not out.exists()
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--seconds", "2.88", "--out", str(out),
+                     *FAST]) == 0

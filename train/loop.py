@@ -392,6 +392,10 @@ def train(cfg: RunConfig) -> int:
 
     # ---------------------------------------------------------------- model and optimiser
     model = mode.network(ff)
+    if length < getattr(model, "min_frames", 1):  # else the first step fails, with the run folder made
+        least = model.min_frames * ff.params.hop_length / ff.params.sr
+        raise RunError(f"--seconds {cfg.seconds:g}: a crop of {length} frames is shorter than the {model.min_frames} "
+                       f"--model {cfg.model} takes; give --seconds {math.ceil(least * 100) / 100:g} or more")
     init_tag_prior(model, labels_train)  # the tag layer starts from the tags' base rates
     place(model, device)
     opt, sched = optimiser(cfg, model)

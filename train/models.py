@@ -7,12 +7,18 @@ Every network here takes the tensor the trainer builds from the HDF5 features:
     (default 20) if used, then chroma (12) if used, each bin standardised with the
     training-set mean and std; ``T`` frames (188 for a 3 s crop).
 
-and offers the same three things:
+and offers the same four things, which the trainer, the evaluation and ``train/tag.py`` rely on:
 
 - ``forward(x)`` : ``(B, n_out)`` logits (no sigmoid: use ``BCEWithLogitsLoss``);
-- ``embed(x)`` : ``(B, embed_dim)`` pooled penultimate representation, so that
-  ``forward(x) == head(embed(x))``;
-- ``embed_dim`` and ``min_frames`` attributes.
+- ``embed(x)`` : ``(B, embed_dim)`` pooled penultimate representation;
+- ``head`` : the output layer (a ``Linear``, or a ``Sequential`` ending in one), so that
+  ``forward(x) == head(embed(x))`` (the evaluation scores clips from one ``embed`` pass, and the
+  tag layer's biases start at the tags' base rates);
+- ``embed_dim`` and ``min_frames`` (the shortest crop it takes) attributes.
+
+A new network: its class here, a line in ``MODELS`` (below) and its name and default inputs in
+``train.registry.DEFAULT_INPUTS``; then ``--model NAME`` trains it. Default inputs without mel
+(for a network that does not convolve over the mel bands) are allowed.
 
 No spectrogram is computed inside a model. Build them by name with :func:`build_model`; their
 names and default inputs are in ``train.registry``. The blocks they share are in ``train.layers``,
@@ -562,7 +568,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "shortres": ShortChunkResNet,
     "linear": LinearProjection,
 }
-assert tuple(MODELS) == MODEL_NAMES, "train.registry names the networks the command lines offer"
+assert set(MODELS) == set(MODEL_NAMES), "train.registry names the networks the command lines offer"
 
 
 def build_model(name: str, n_bins: int, n_mels: int = 96, n_out: int = 50, **kwargs) -> nn.Module:

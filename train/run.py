@@ -136,7 +136,7 @@ def parse_args(argv=None) -> RunConfig:
         a.inputs = parse_features(a.inputs)
     except ValueError as exc:
         parser.error(f"--inputs: {exc}")
-    if a.model != "linear" and "mel" not in a.inputs:
+    if "mel" in DEFAULT_INPUTS[a.model] and a.model != "linear" and "mel" not in a.inputs:
         parser.error(f"--model {a.model} convolves over the mel bands: --inputs must include mel")
     a.epochs_given = a.epochs is not None  # only an explicit --epochs trains a finished run on
     a.epochs = a.epochs if a.epochs_given else 20
