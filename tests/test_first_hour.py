@@ -262,3 +262,19 @@ def test_a_crop_shorter_than_the_network_takes_is_refused_before_the_run_folder(
     assert not out.exists()
     assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--seconds", "2.88", "--out", str(out),
                      *FAST]) == 0
+
+
+def test_feature_file_from_a_notebook(mel_mfcc):
+    import numpy as np
+
+    from train.feed import FeatureFile, FeedError
+
+    ff = FeatureFile(mel_mfcc, "mel,mfcc")  # as --inputs spells it
+    assert ff.features == ("mel", "mfcc") and ff.bins == 96 + 20
+    with pytest.raises(FeedError, match="each at most once"):
+        FeatureFile(mel_mfcc, ("mel", "mel"))
+    n = int(ff.n_frames[0])
+    np.testing.assert_array_equal(ff.crop(0, n - 4, 4), ff.crop(0, 0, n)[:, -4:])
+    for start, length in ((n - 3, 4), (-2, 4), (0, n + 1)):  # past the end lie the next clip's frames
+        with pytest.raises(IndexError, match=f"frames {start}:{start + length} of clip 0"):
+            ff.crop(0, start, length)

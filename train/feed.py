@@ -35,8 +35,8 @@ class FeatureFile:
     ----------
     path : path
         A file written by ``pipeline/extract.py``.
-    features : sequence of str
-        Features to read, concatenated along bins in this order (e.g. ``('mel', 'mfcc')``).
+    features : str or sequence of str
+        Features to read, concatenated along bins in this order (``'mel,mfcc'`` or ``('mel', 'mfcc')``).
 
     Attributes
     ----------
@@ -61,6 +61,9 @@ class FeatureFile:
         except store.StoreError as exc:
             raise FeedError(str(exc)) from exc
         have = self.header.features
+        features = features.split(",") if isinstance(features, str) else list(features)
+        if len(set(features)) != len(features):
+            raise FeedError(f"features {','.join(features)}: each at most once")
         missing = [f for f in features if f not in have]
         if missing:
             raise FeedError(f"{self.path} holds {', '.join(have)} but not {', '.join(missing)}; extract them with "
@@ -158,6 +161,7 @@ class FeatureFile:
 
     def crop(self, i: int, start: int, length: int, version: int = 0, dtype=np.float32) -> np.ndarray:
         """Frames ``start:start+length`` of clip ``i``, all features stacked: ``(bins, length)`` float32.
+        Frames outside the clip raise ``IndexError``.
 
         ``version`` v >= 1 reads the clip's v-th augmented version (it must exist:
         ``version_frames[i, v] > 0``) instead of the original. ``dtype=ff.dtype`` reads the stored
@@ -175,6 +179,10 @@ class FeatureFile:
         storage type) of the memory map holding frames ``start+at : start+at+n`` of the feature whose
         bins are rows ``row : row+width`` of a crop. One piece per feature and chunk the frames touch.
         """
+        n = int(self.version_frames[i, version]) if version else int(self.n_frames[i])
+        if start < 0 or length < 0 or start + length > n:  # past the end lie the next clip's frames
+            raise IndexError(f"{self.path}: frames {start}:{start + length} of clip {i} (clip_id {self.clip_id[i]}"
+                             f"{f', version {version}' if version else ''}), which has {n}")
         if self._mm is None:  # opened per process: a map must not cross a fork
             self._mm = [np.memmap(p, dtype=np.uint8, mode="r") for p in self.files]
         reads = self._reads
