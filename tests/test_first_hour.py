@@ -278,3 +278,18 @@ def test_feature_file_from_a_notebook(mel_mfcc):
     for start, length in ((n - 3, 4), (-2, 4), (0, n + 1)):  # past the end lie the next clip's frames
         with pytest.raises(IndexError, match=f"frames {start}:{start + length} of clip 0"):
             ff.crop(0, start, length)
+
+
+def test_resume_takes_the_same_features_file_by_another_name(mel_mfcc, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    out = tmp_path / "r"
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(out), *FAST]) == 0
+    monkeypatch.chdir(mel_mfcc.parent)  # a relative name from another folder: the same file
+    more = ["--model", "cnn2d", "--out", str(out), *FAST[2:], "--epochs", "2", "--resume"]
+    assert run.main(["--features", mel_mfcc.name, *more]) == 0
+    other = tmp_path / "copy.h5"
+    shutil.copy(mel_mfcc, other)  # another file with the same contents is another file
+    capsys.readouterr()
+    assert run.main(["--features", str(other), *more[:-3], "--epochs", "3", "--resume"]) == 2
+    assert "other settings (features)" in capsys.readouterr().err

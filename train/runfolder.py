@@ -56,6 +56,11 @@ def _differs(key: str, old: dict, new: dict) -> bool:
 
     if key not in old and key in LEGACY:  # a setting newer than the run: it had the legacy value
         return new.get("task") != "tagging" and new[key] != LEGACY[key]  # tagging never used these
+    if key in ("features", "init") and old.get(key) and new[key]:  # one file, however it is spelt
+        try:
+            return not Path(old[key]).resolve().samefile(Path(new[key]).resolve())
+        except OSError:  # one of them is not there: the names decide
+            pass
     return old.get(key) != new[key]
 
 
