@@ -300,9 +300,11 @@ class Crops(Dataset):
         short = [i for i in idx if ff.n_frames[i] < length]
         if short:
             i = short[0]
+            least = int(ff.n_frames[idx].min())
+            most = np.floor((least - 0.5) * ff.params.hop_length / ff.params.sr * 100) / 100  # frames() rounds
             raise FeedError(f"a crop of {length} frames is longer than {len(short)} clip(s), e.g. "
                             f"{ff.mp3_path[i]} ({ff.n_frames[i]} frames); use a shorter --seconds "
-                            f"(at most {int(ff.n_frames[idx].min())} frames here)")
+                            f"(at most {most:g} s = {least} frames here)")
         self.ff, self.idx, self.length, self.mode = ff, np.asarray(idx), length, mode
         self.mean, self.std = mean[:, None], std[:, None]
         if mode == "chunks":
