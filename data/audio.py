@@ -65,7 +65,9 @@ def load_audio(path: str | os.PathLike, sr: int = SR, npy_sr: int = SR) -> np.nd
     if not np.isfinite(y).all():
         raise AudioError(f"{path}: holds NaN or infinite samples")
     if src_sr != sr:
+        n = int(np.ceil(len(y) * sr / src_sr))  # librosa.resample's length: soxr may give one sample less
         y = soxr.resample(y, src_sr, sr, quality="HQ")
+        y = y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
