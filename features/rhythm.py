@@ -252,8 +252,19 @@ def rhythm_statistics(mel_db: np.ndarray, params: FeatureParams = FeatureParams(
 
     Examples
     --------
-    >>> stats = rhythm_statistics(ff.crop(i, 0, ff.n_frames[i]).T, ff.params)  # ff opened with ('mel',)
-    >>> dict(zip(RHYTHM_FIELDS, stats))["tempo"]
+    A click every half second (120 BPM), its log-mel made with librosa:
+
+    >>> import librosa
+    >>> p = FeatureParams()
+    >>> y = np.zeros(10 * p.sr, np.float32)
+    >>> y[:: p.sr // 2] = 1.0
+    >>> mel = librosa.feature.melspectrogram(y=y, sr=p.sr, n_fft=p.n_fft, hop_length=p.hop_length, n_mels=p.n_mels)
+    >>> stats = rhythm_statistics(librosa.power_to_db(mel).T, p)
+    >>> round(float(dict(zip(RHYTHM_FIELDS, stats))["tempo"]))
+    121
+
+    From a features file: ``rhythm_statistics(ff.crop(i, 0, ff.n_frames[i]).T, ff.params)``
+    (``ff = train.feed.FeatureFile(path, 'mel')``), which extraction stores in ``/rhythm``.
     """
     env = onset_envelope(mel_db, params)
     if not np.isfinite(env).all() or env.max() <= 0:

@@ -142,10 +142,14 @@ class TagTripletSampler:
 
     Examples
     --------
-    >>> sampler = TagTripletSampler(labels, n_triplets=10_000, seed=0)
-    >>> for batch in sampler.batches(64):  # (64, 3) arrays of (anchor, positive, negative)
-    ...     a, p, n = (model(x[batch[:, k]]) for k in range(3))
-    ...     loss = triplet_loss(a, p, n)
+    >>> labels = (np.random.default_rng(0).random((200, 50)) < 0.1).astype(np.int8)
+    >>> sampler = TagTripletSampler(labels, n_triplets=1000, seed=0)
+    >>> batch = next(iter(sampler.batches(64)))  # rows of (anchor, positive, negative) clip indices
+    >>> batch.shape
+    (64, 3)
+
+    In a training loop: ``a, p, n = (model(x[batch[:, k]]) for k in range(3))``, then
+    ``loss = train.losses.triplet_loss(a, p, n)``.
     """
 
     def __init__(
