@@ -78,9 +78,9 @@ class FrontEnd(nn.Module):
 
         Parameters
         ----------
-        y : torch.Tensor [shape=(batch, n)]
+        y : torch.Tensor or np.ndarray [shape=(batch, n)]
             Waveforms at ``params.sr``, zero-padded at the end to a common length.
-        lengths : torch.Tensor [shape=(batch,)] or None
+        lengths : torch.Tensor, array-like [shape=(batch,)] or None
             True length of each waveform in samples (best on the CPU: then a GPU batch never waits
             for the host); ``None`` means all are ``n`` long.
 
@@ -92,11 +92,12 @@ class FrontEnd(nn.Module):
             valid count are set to 0.
         """
         p = self.params
+        y = torch.as_tensor(y)  # numpy arrays and lists too, as in a notebook
         if y.ndim != 2:
             raise ValueError(f"expected waveforms of shape (batch, n), got {tuple(y.shape)}")
         frames = p.n_frames(y.shape[1])
-        if lengths is None:
-            lengths = torch.full((y.shape[0],), y.shape[1], dtype=torch.long)
+        lengths = torch.full((y.shape[0],), y.shape[1], dtype=torch.long) if lengths is None else \
+            torch.as_tensor(lengths)
         # The padding test on the host: lengths come from there, so a GPU batch waits for nothing.
         n_frames = (1 + lengths.cpu() // p.hop_length).clamp(max=frames)
         padded = not bool((n_frames == frames).all())

@@ -293,3 +293,15 @@ def test_resume_takes_the_same_features_file_by_another_name(mel_mfcc, tmp_path,
     capsys.readouterr()
     assert run.main(["--features", str(other), *more[:-3], "--epochs", "3", "--resume"]) == 2
     assert "other settings (features)" in capsys.readouterr().err
+
+
+def test_the_front_end_takes_numpy_from_a_notebook():
+    import numpy as np
+    import torch
+
+    from features.frontend import FrontEnd
+
+    fe = FrontEnd(("mel", "mfcc"))
+    y = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32)
+    got, want = fe(y, [16000, 8000]), fe(torch.from_numpy(y), torch.tensor([16000, 8000]))
+    assert all(torch.equal(got[k], want[k]) for k in want) and got["n_frames"].tolist() == [63, 32]
