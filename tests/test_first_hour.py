@@ -305,3 +305,13 @@ def test_the_front_end_takes_numpy_from_a_notebook():
     y = np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32)
     got, want = fe(y, [16000, 8000]), fe(torch.from_numpy(y), torch.tensor([16000, 8000]))
     assert all(torch.equal(got[k], want[k]) for k in want) and got["n_frames"].tolist() == [63, 32]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "metric", "--batch", "3"], "--batch 3: a metric batch holds groups of 4 clips"),
+    (["--task", "metric", "--sampler", "instance", "--negatives", "disjoint"], "has negatives of its own"),
+])
+def test_metric_batches_and_negatives_are_named(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        run.parse_args(argv)
+    assert message in capsys.readouterr().err

@@ -16,6 +16,8 @@ DEFAULT_MODEL = {"tagging": "shortres", "metric": "shortres"}
 TASKS = tuple(DEFAULT_MODEL)
 #: Sampler names, as ``--sampler`` spells them (``train.samplers.make_sampler``).
 SAMPLERS = ("tag", "overlap", "instance", "latent", "timbre", "beat")
+#: Clips per group (K) of a P x K metric batch: a batch holds at least one group.
+GROUP = 4
 MININGS = ("semihard", "hard", "none")
 #: The losses of ``--task metric``.
 METRIC_LOSSES = ("triplet", "contrastive")

@@ -23,7 +23,7 @@ from features.device import device_error
 from features.params import parse_features
 from train import dist
 from train.config import RunConfig
-from train.registry import DEFAULT_INPUTS, DEFAULT_MODEL, METRIC_LOSSES, MININGS, MODEL_NAMES, SAMPLERS, TASKS
+from train.registry import DEFAULT_INPUTS, DEFAULT_MODEL, GROUP, METRIC_LOSSES, MININGS, MODEL_NAMES, SAMPLERS, TASKS
 from train.runfolder import RunError
 
 
@@ -171,6 +171,11 @@ def parse_args(argv=None) -> RunConfig:
         a.loss = "triplet" if a.mining == "none" or a.distance != "cosine" or triplet_only else "contrastive"
     if a.loss == "triplet" and "temperature" in given:
         parser.error("--temperature: for --loss contrastive; the triplet loss does not use it")
+    if a.task == "metric" and a.mining != "none" and a.batch < GROUP:
+        parser.error(f"--batch {a.batch}: a metric batch holds groups of {GROUP} clips that are positives of one "
+                     f"another (P x K); give --batch {GROUP} or more")
+    if "negatives" in given and a.sampler not in ("tag", "overlap"):
+        parser.error(f"--negatives: for the tag samplers; --sampler {a.sampler} has negatives of its own")
     if a.sampler == "tag" and a.mining != "none" and a.task == "metric":
         parser.error("--sampler tag is the course's rule for sampled triplets (--mining none): in mined P x K "
                      "batches and in the contrastive loss, positives and negatives come from the tags' overlap, "

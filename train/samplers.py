@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from train.losses import graded_negatives, triplet_masks
-from train.registry import SAMPLERS
+from train.registry import GROUP, SAMPLERS
 from train.tag_samplers import TagTripletSampler, _as_labels, _generator, pk_sampler
 
 __all__ = ["SAMPLERS", "PairSampler", "TagSampler", "InstanceSampler", "NeighbourSampler", "LatentSampler",
@@ -82,7 +82,7 @@ class PairSampler:
         """
         raise NotImplementedError
 
-    def plan(self, n_batches: int, batch: int, group: int = 4, rng=None) -> list[list[int]]:
+    def plan(self, n_batches: int, batch: int, group: int = GROUP, rng=None) -> list[list[int]]:
         """``n_batches`` batches of about ``batch`` items: ``batch // group`` groups of ``group``.
 
         Usable as the ``batch_sampler`` of a ``DataLoader``. A batch can come out a little
@@ -161,7 +161,7 @@ class TagSampler(PairSampler):
         positive, negative = triplet_masks(y, self.min_jaccard)
         return positive, graded_negatives(y) if self.graded else negative
 
-    def plan(self, n_batches, batch, group=4, rng=None):
+    def plan(self, n_batches, batch, group=GROUP, rng=None):
         self._check_plan(n_batches, batch, group)
         key = (n_batches, batch, group)
         if key not in self._pk:
@@ -202,7 +202,7 @@ class InstanceSampler(PairSampler):
         same = it[:, None] == it[None, :]
         return same & ~torch.eye(len(it), dtype=torch.bool), ~same
 
-    def plan(self, n_batches, batch, group=4, rng=None):
+    def plan(self, n_batches, batch, group=GROUP, rng=None):
         p = min(self._check_plan(n_batches, batch, group), self.n_items)
         rng = _generator(rng, self._rng)
         return [np.repeat(rng.choice(self.n_items, size=p, replace=False), group).tolist() for _ in range(n_batches)]
@@ -382,7 +382,7 @@ class NeighbourSampler(PairSampler):
         """The positives item ``i`` draws from (up to ``n_candidates`` of them)."""
         return self._cand[i, : self._n_cand[i]].copy()
 
-    def plan(self, n_batches, batch, group=4, rng=None):
+    def plan(self, n_batches, batch, group=GROUP, rng=None):
         p = self._check_plan(n_batches, batch, group)
         rng = _generator(rng, self._rng)
         out = []
