@@ -95,10 +95,11 @@ def main() -> int:
     q = a.out
     plan = [(f"tagging-{m}", a.features, ["--model", m, "--epochs", str(a.epochs)]) for m in BACKBONES]
     plan.append(("tagging-shortres-aug", a.augmented, ["--model", "shortres", "--epochs", str(a.epochs)]))
-    # the course's tag rule is that of its sampled triplets (in mined batches it is the overlap sampler's)
-    plan += [(f"metric-{s}", a.features, ["--task", "metric", "--init", str(q / "tagging-shortres"), "--sampler", s,
-                                          *(["--mining", "none"] if s == "tag" else []),
-                                          "--epochs", str(a.metric_epochs)]) for s in SAMPLERS]
+    # the course's tag rule is that of its sampled triplets (in mined batches it is the overlap sampler's;
+    # the folder "metric-tag" of before holds that)
+    plan += [(f"metric-{s}" + ("-sampled" if s == "tag" else ""), a.features,
+              ["--task", "metric", "--init", str(q / "tagging-shortres"), "--sampler", s,
+               *(["--mining", "none"] if s == "tag" else []), "--epochs", str(a.metric_epochs)]) for s in SAMPLERS]
     if a.runs == "all":
         for name, feats, args in plan:
             train(q / name, feats, args)

@@ -47,7 +47,7 @@ def mfcc_stats(ff: FeatureFile, idx) -> np.ndarray:
 
 def untrained_embeddings(ff_path, model: str, seed: int = 0) -> np.ndarray:
     """Test-clip embeddings (chunk-averaged) of a freshly initialised metric backbone."""
-    inputs = run.parse_args(["--task", "metric", "--model", model]).inputs
+    inputs = run.parse_args(["--task", "metric", "--model", model, "--features", str(ff_path)]).inputs
     ff = FeatureFile(ff_path, inputs)
     mean, std = standardizer(ff, ff.indices("train"), seed=seed)
     frames = ff.params.frames(3.0)
@@ -102,7 +102,8 @@ def main(argv=None) -> int:
             ("shortres started from the tagging run (--init)", "metric-shortres-init",
              ["--task", "metric", "--init", str(a.out / "tagging-shortres")]),
             ("shortres from scratch (default --task metric)", "metric-shortres", ["--task", "metric"]),
-            ("shortres from scratch, triplets alone", "metric-shortres-triplets",
+            # (its folder of before, "metric-shortres-triplets", holds a contrastive run)
+            ("shortres from scratch, triplets alone", "metric-shortres-triplet-loss",
              ["--task", "metric", "--tag-weight", "0", "--negatives", "disjoint"]),
             ("linear projection, tag triplets (course)", "metric-linear", [
                 "--task", "metric", "--model", "linear", "--mining", "none", "--sampler", "tag", "--tag-weight", "0"])):

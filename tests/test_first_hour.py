@@ -284,10 +284,11 @@ def test_resume_takes_the_same_features_file_by_another_name(mel_mfcc, tmp_path,
     import shutil
 
     out = tmp_path / "r"
-    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(out), *FAST]) == 0
-    monkeypatch.chdir(mel_mfcc.parent)  # a relative name from another folder: the same file
+    monkeypatch.chdir(mel_mfcc.parent)  # started with a relative name...
+    assert run.main(["--features", mel_mfcc.name, "--model", "cnn2d", "--out", str(out), *FAST]) == 0
+    monkeypatch.chdir(tmp_path)  # ...resumed from another folder, by another name: the same file
     more = ["--model", "cnn2d", "--out", str(out), *FAST[2:], "--epochs", "2", "--resume"]
-    assert run.main(["--features", mel_mfcc.name, *more]) == 0
+    assert run.main(["--features", str(mel_mfcc), *more]) == 0
     other = tmp_path / "copy.h5"
     shutil.copy(mel_mfcc, other)  # another file with the same contents is another file
     capsys.readouterr()
@@ -315,3 +316,39 @@ def test_metric_batches_and_negatives_are_named(argv, message, capsys):
     with pytest.raises(SystemExit):
         run.parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+def test_a_run_resumes_without_the_options_it_never_used():
+    # Runs made before options were refused where they change nothing recorded them; they resume without them.
+    from train.config import RunConfig
+    from train.runfolder import _differs
+
+    def identity(*argv):
+        return run.parse_args(["--features", "f.h5", *argv]).identity()
+
+    old = dict(identity("--task", "metric"), margin=0.5, mining="hard")  # contrastive: never used them
+    new = identity("--task", "metric")
+    assert not [k for k in new if _differs(k, old, new)]
+    old = dict(identity(), dim=64, sampler="tag")  # a tagging run: never used the metric options
+    assert not [k for k in identity() if _differs(k, old, identity())]
+    old = dict(identity("--task", "metric", "--mining", "hard"), sampler="tag")  # mined: tag was overlap
+    assert not [k for k in old if _differs(k, old, identity("--task", "metric", "--mining", "hard"))]
+    old = identity("--task", "metric", "--mining", "hard")  # overlap, mined; the course's sampled tag triplets:
+    new = identity("--task", "metric", "--sampler", "tag", "--mining", "none")
+    assert {"sampler", "mining"} <= set(k for k in new if _differs(k, old, new))
+    old = identity("--task", "metric", "--margin", "0.3")  # a triplet run: its margin counts
+    new = identity("--task", "metric", "--margin", "0.2")
+    assert [k for k in new if _differs(k, old, new)] == ["margin"]
+    assert RunConfig.from_dict(new).identity() == new
+
+
+def test_init_reads_only_a_tagging_run_of_a_known_network(tmp_path):
+    from features.params import FeatureParams
+    from train import runfolder
+
+    for cfg in ({"task": "metric", "model": "linear"}, {"task": "tagging", "model": "gone"}):
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        assert run.started_from(tmp_path) == {}
+    # a run on musicnn's taggram beside the mel has no settings of its own to compare
+    runfolder.check_params(tmp_path, {"feature_params": FeatureParams().as_dict(), "inputs": ["mel", "musicnn"]},
+                           FeatureParams(), tmp_path / "f.h5")

@@ -222,3 +222,13 @@ def test_making_the_folder_again_keeps_it_and_another_network_needs_force(tmp_pa
     assert json.loads((out / "config.json").read_text())["pretrained"]["name"] == "MTT_vgg"
     assert not (out / "embed-old").exists() and run_sha256(out) != sha
     assert pretrained.main(["MTT_musicnn", "--out", str(out), "--force"]) == 0 and run_sha256(out) == sha
+
+
+@needs_pkg
+def test_force_replaces_only_a_run_folder(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    (mine / "important.txt").write_text("keep me")
+    assert pretrained.main(["MTT_musicnn", "--out", str(mine), "--force"]) == 0
+    assert (mine / "important.txt").read_text() == "keep me" and (mine / "sub").is_dir()
+    assert (mine / "best.pt").is_file()

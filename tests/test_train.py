@@ -360,12 +360,15 @@ def test_sampler_names_known_without_torch():
 
 
 @pytest.mark.parametrize("sampler,mining", [("tag", "none"), ("overlap", "semihard"), ("instance", "semihard"),
-                                            ("instance", "none"), ("latent", "hard"), ("timbre", "semihard"),
-                                            ("beat", "semihard"), ("beat", "none")])
+                                            ("instance", "none"), ("latent", "hard"), ("latent", None),
+                                            ("timbre", "semihard"), ("timbre", None), ("beat", None),
+                                            ("beat", "none")])
 def test_every_sampler_trains_a_metric_run(feats, tmp_path, sampler, mining):
+    # mining None: the default, the contrastive loss over P x K batches with the sampler's positives
     out = tmp_path / "run"
     assert run.main(["--features", str(feats), "--task", "metric", "--model", "linear", "--sampler", sampler,
-                     "--mining", mining, "--out", str(out), "--epochs", "1", "--batch", "8", "--quiet"]) == 0
+                     *(["--mining", mining] if mining else []), "--out", str(out), "--epochs", "1", "--batch", "8",
+                     "--quiet"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(m["test_loss"]) and json.loads((out / "config.json").read_text())["sampler"] == sampler
     hist = torch.load(out / "last.pt", weights_only=False)["history"]

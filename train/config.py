@@ -18,6 +18,11 @@ IDENTITY = ("task", "model", "inputs", "precision", "dim", "seconds", "batch", "
             "steps_per_epoch", "augmented", "init", "features", "loss", "temperature", "backbone_lr")
 #: What a run made before a setting existed used (a metric run: semi-hard triplets, one learning rate).
 LEGACY = {"loss": "triplet", "temperature": 0.1, "backbone_lr": 1.0}
+#: Settings only metric learning uses, and those only its triplet or only its contrastive loss uses.
+METRIC_ONLY = {"dim", "distance", "margin", "tag_weight", "loss", "temperature", "mining", "negatives", "sampler",
+               "backbone_lr", "init"}
+TRIPLET_ONLY = {"margin", "mining", "negatives"}
+CONTRASTIVE_ONLY = {"temperature"}
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,9 @@ class RunConfig:
     def identity(self) -> dict:
         """The settings that define the run, JSON-ready (``config.json``, checkpoints)."""
         c = {k: getattr(self, k) for k in IDENTITY}
-        c.update(inputs=list(self.inputs), init=str(self.init) if self.init else None, features=str(self.features))
+        # paths as absolute ones, so that a run resumed from another folder knows its files
+        c.update(inputs=list(self.inputs), init=str(Path(self.init).resolve()) if self.init else None,
+                 features=str(Path(self.features).resolve()))
         return c
 
     @classmethod

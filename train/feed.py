@@ -301,7 +301,7 @@ class Crops(Dataset):
         if short:
             i = short[0]
             least = int(ff.n_frames[idx].min())
-            most = np.floor((least - 0.5) * ff.params.hop_length / ff.params.sr * 100) / 100  # frames() rounds
+            most = np.floor((least + 0.5) * ff.params.hop_length / ff.params.sr * 100) / 100  # frames() rounds
             raise FeedError(f"a crop of {length} frames is longer than {len(short)} clip(s), e.g. "
                             f"{ff.mp3_path[i]} ({ff.n_frames[i]} frames); use a shorter --seconds "
                             f"(at most {most:g} s = {least} frames here)")

@@ -358,13 +358,13 @@ def train(cfg: RunConfig) -> int:
     if cfg.batch < 2 * world:
         raise RunError(f"--batch {cfg.batch} is the global batch, shared by {world} ranks: it must be at least "
                        f"{2 * world}, so that every rank's BatchNorm trains on 2 clips or more")
-    agree_with_rank0(cfg)
     torch.manual_seed(cfg.seed)
     torch.backends.cudnn.benchmark = True  # fixed crop shapes: cuDNN picks each convolution's fastest kernel once
     config, ckpt_last, ckpt_best = cfg.identity(), out / "last.pt", out / "best.pt"
 
     # ---------------------------------------------------------------- data (inputs before outputs)
     ff, length, split = open_features(cfg)
+    agree_with_rank0(cfg)
     # Rank 0 alone reads and writes the run folder, which need exist on its machine only.
     resume = dist.from_main(runfolder.check_new_or_resumable, out, config, cfg.resume,
                             cfg.epochs if cfg.epochs_given else None)
@@ -373,7 +373,13 @@ def train(cfg: RunConfig) -> int:
         init_cfg, init = dist.from_main(runfolder.load_best, cfg.init, "cpu", "tagging", cfg.model, cfg.inputs,
                                         what="--init")
         # the backbone learnt these bands, frames and scales: refuse a file made otherwise, before any write
-        runfolder.check_params(cfg.init, init_cfg, ff.params, cfg.features, what="the --init run")
+        try:
+            runfolder.check_params(cfg.init, init_cfg, ff.params, cfg.features, what="the --init run")
+            error = None
+        except RunError as exc:
+            error = exc
+        if not dist.all_true(error is None):  # every rank stops together, or the others would wait
+            raise error or RunError("the features file of another rank was made otherwise than the --init run")
     if resume or init:  # a started backbone learnt on inputs scaled this way
         mean, std = (resume or init)["mean"], (resume or init)["std"]
     else:

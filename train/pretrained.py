@@ -86,8 +86,9 @@ def convert(name: str, out: Path, force: bool = False) -> Path:
         return out
     if there is not None and not force:
         raise RunError(f"{out} already holds {there}; pass --force to replace it, or give another --out")
-    if force and out.is_dir():
-        shutil.rmtree(out)  # whole: embeddings made with the old network would pass for this one's
+    package_dir()  # before anything is removed: without the package nothing can take its place
+    if force and there is not None:
+        shutil.rmtree(out)  # a run folder, whole: embeddings made with the old network would pass for this one's
     from features.musicnn import VARIANTS
     from train.models import count_parameters
 

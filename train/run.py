@@ -22,7 +22,7 @@ from data.cli import HelpFormatter
 from features.device import device_error
 from features.params import parse_features
 from train import dist
-from train.config import RunConfig
+from train.config import CONTRASTIVE_ONLY, METRIC_ONLY, TRIPLET_ONLY, RunConfig
 from train.registry import DEFAULT_INPUTS, DEFAULT_MODEL, GROUP, METRIC_LOSSES, MININGS, MODEL_NAMES, SAMPLERS, TASKS
 from train.runfolder import RunError
 
@@ -166,11 +166,12 @@ def parse_args(argv=None) -> RunConfig:
     if a.task == "tagging" and (metric_only := sorted(given & METRIC_OPTIONS)):
         parser.error(f"{', '.join('--' + o.replace('_', '-') for o in metric_only)}: for --task metric; "
                      "a tagging run does not use it")
-    triplet_only = sorted(given & TRIPLET_OPTIONS)
+    triplet_only = sorted(given & TRIPLET_ONLY)
     if a.loss is None:  # the course's sampled triplets, a Euclidean space, or a triplet option ask for triplets
         a.loss = "triplet" if a.mining == "none" or a.distance != "cosine" or triplet_only else "contrastive"
-    if a.loss == "triplet" and "temperature" in given:
-        parser.error("--temperature: for --loss contrastive; the triplet loss does not use it")
+    if a.loss == "triplet" and (contrastive_only := sorted(given & CONTRASTIVE_ONLY)):
+        parser.error(f"{', '.join('--' + o for o in contrastive_only)}: for --loss contrastive; the triplet loss "
+                     "does not use it")
     if a.task == "metric" and a.mining != "none" and a.batch < GROUP:
         parser.error(f"--batch {a.batch}: a metric batch holds groups of {GROUP} clips that are positives of one "
                      f"another (P x K); give --batch {GROUP} or more")
@@ -195,10 +196,8 @@ def parse_args(argv=None) -> RunConfig:
     return RunConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(RunConfig)})
 
 
-#: Options only metric learning uses, and those only its triplet loss uses (as argparse names them).
-METRIC_OPTIONS = {"dim", "distance", "margin", "tag_weight", "loss", "temperature", "mining", "negatives", "sampler",
-                  "start", "backbone_lr"}
-TRIPLET_OPTIONS = {"margin", "mining", "negatives"}
+#: Options only metric learning uses (as argparse names them; --init is checked on its own).
+METRIC_OPTIONS = (METRIC_ONLY - {"init"}) | {"start"}
 
 
 def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
@@ -210,15 +209,17 @@ def given_options(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 
 def started_from(run: Path) -> dict:
-    """``config.json`` of the ``--init`` run folder, ``{}`` where there is none to read (the run then
-    refuses the folder, saying why)."""
+    """``config.json`` of the ``--init`` run folder, ``{}`` where there is none to read or it is not a
+    tagging run of a known network (the run then refuses the folder, saying why)."""
     import json
 
     try:
         cfg = json.loads((run / "config.json").read_text())
     except (OSError, ValueError):
         return {}
-    return cfg if isinstance(cfg, dict) else {}
+    # only a tagging run of a network we know starts a backbone; of any other, the run says what is wrong
+    ok = isinstance(cfg, dict) and cfg.get("task") == "tagging" and cfg.get("model") in MODEL_NAMES
+    return cfg if ok else {}
 
 
 def default_inputs(features: Path, model: str) -> str:

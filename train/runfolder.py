@@ -50,17 +50,39 @@ def write_json(path: Path, obj) -> None:
     write_atomically(path, json.dumps(obj, indent=2, default=float))
 
 
+def _unused(key: str, cfg: dict) -> bool:
+    """Whether the run ``cfg`` describes does without setting ``key`` (a metric option of a tagging
+    run, a triplet option of a contrastive one: recorded, but nothing it trained depended on it)."""
+    from train.config import CONTRASTIVE_ONLY, METRIC_ONLY, TRIPLET_ONLY
+
+    if cfg.get("task") == "tagging":
+        return key in METRIC_ONLY
+    loss = cfg.get("loss", "triplet")  # a run older than --loss trained triplets
+    return key in (TRIPLET_ONLY if loss == "contrastive" else CONTRASTIVE_ONLY)
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    """Whether two recorded paths name one file or folder (by name where either is gone)."""
+    if not a or not b:
+        return a == b
+    try:
+        return Path(a).resolve().samefile(Path(b).resolve())
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
 def _differs(key: str, old: dict, new: dict) -> bool:
-    """Whether setting ``key`` of a checkpoint's config ``old`` differs from ``new``'s."""
+    """Whether setting ``key`` of a checkpoint's config ``old`` differs from ``new``'s, in a way that matters."""
     from train.config import LEGACY
 
+    if _unused(key, old) and _unused(key, new):
+        return False
+    if key == "sampler" and {old.get(key), new[key]} == {"tag", "overlap"} and old.get("mining") != "none":
+        return new.get("mining") == "none"  # in mined batches the two are one sampler
     if key not in old and key in LEGACY:  # a setting newer than the run: it had the legacy value
         return new.get("task") != "tagging" and new[key] != LEGACY[key]  # tagging never used these
-    if key in ("features", "init") and old.get(key) and new[key]:  # one file, however it is spelt
-        try:
-            return not Path(old[key]).resolve().samefile(Path(new[key]).resolve())
-        except OSError:  # one of them is not there: the names decide
-            pass
+    if key in ("features", "init"):  # one file, however it is spelt
+        return not _same_file(old.get(key), new[key])
     return old.get(key) != new[key]
 
 
@@ -88,8 +110,11 @@ def check_new_or_resumable(out: Path, config: dict, resume: bool, epochs: int | 
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     diff = [k for k in config if _differs(k, ckpt["config"], config)]
     if diff:
+        why = "" if "loss" not in diff else \
+            (" (--mining, --margin or --negatives now ask for the triplet loss; a contrastive run, which never "
+             "used them, resumes without them)")
         raise RunError(f"--resume: {last} was made with other settings ({', '.join(diff)}); "
-                       "use the same arguments, or another --out")
+                       f"use the same arguments, or another --out{why}")
     if (out / "metrics.json").is_file() and (epochs is None or epochs <= ckpt["epoch"]):
         raise RunError(f"--resume: {out} is a finished run ({ckpt['epoch']} epochs, tested); it is left as it is. "
                        f"To train it on, pass --epochs with more than {ckpt['epoch']} "
@@ -211,8 +236,8 @@ def check_params(run: Path, cfg: dict, file_params, features: Path, what: str = 
     want = FeatureParams.from_dict(cfg["feature_params"]).as_dict()
     have = file_params.as_dict()
     free = {"stft"} | ({"top_db"} if cfg.get("pretrained") else set())
-    used = {"mel": ("n_mels", "f_min", "f_max"), "mfcc": ("n_mfcc",), "chroma": ("n_chroma",)}
-    keys = {"sr", "n_fft", "hop_length", "n_mels", "top_db"} | {k for f in cfg["inputs"] for k in used[f]}
+    used = {"mel": ("n_mels", "f_min", "f_max"), "mfcc": ("n_mfcc",), "chroma": ("n_chroma",)}  # musicnn: its own
+    keys = {"sr", "n_fft", "hop_length", "n_mels", "top_db"} | {k for f in cfg["inputs"] for k in used.get(f, ())}
     diff = sorted(k for k in keys - free if want[k] != have[k])
     if diff:
         args = " ".join(f"--{k.replace('_', '-')} {want[k]}" for k in diff)
