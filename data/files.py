@@ -53,6 +53,50 @@ def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
             tmp.unlink()
 
 
+class Locked(RuntimeError):
+    """Another running process holds the lock of a file (:func:`held_lock`)."""
+
+
+@contextmanager
+def held_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``.<target name>.lock`` beside ``target`` while ``what`` writes it: two writers at once would
+    lose work (each taking the other's partial file for a broken one).
+
+    The lock file holds the holder's process id; one left by a process that no longer runs (killed)
+    is taken over.
+
+    Raises
+    ------
+    Locked
+        When a running process holds the lock, naming it and the lock file.
+    """
+    target = Path(target)
+    path = target.with_name(f".{target.name}.lock")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(path.read_text() or 0)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                path.unlink(missing_ok=True)  # its process is gone
+                continue
+            except PermissionError:
+                pass  # alive, another user's
+            raise Locked(f"{target}: {what} (process {pid}) is writing it; wait for it to finish, or delete "
+                         f"{path} if it is not running") from None
+    else:
+        raise Locked(f"{target}: cannot take the lock {path}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def output_error(path: str | os.PathLike, what: str = "") -> str | None:
     """Why no file can be written at ``path`` (a folder is there, or no folder to hold it), for an
     argument's error message (``what``: its name, e.g. ``--taggram``); ``None`` when one can."""

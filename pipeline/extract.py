@@ -40,7 +40,7 @@ import soundfile as sf
 
 from data.audio import SR
 from data.cli import HelpFormatter
-from data.files import write_atomically
+from data.files import Locked, held_lock, write_atomically
 from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
 from features.device import device_error, pick_device
 from features.params import STFTS, FeatureParams, parse_features
@@ -303,8 +303,19 @@ def main(argv=None) -> int:
                         source=str(Path(root).resolve()), audio_kind=layout.kind,
                         shard=f"{index}/{count}" if args.shard else "", augment=args.augment,
                         augment_seed=args.augment_seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with held_lock(args.out, "another extraction"):  # two at once took each other's .part for broken
+            return write_features(args, argv, clips, layout, want, part_of)
+    except Locked as exc:
+        return _fail(str(exc))
+
+
+def write_features(args, argv, clips, layout, want: store.Header, part_of: store.Part) -> int:
+    """Extract ``clips`` into ``args.out``: through ``OUT.part``, resumed where a killed run left it, renamed
+    once complete; the exit status."""
+    t_start = args.t_start
     out, part = args.out, args.out.with_name(args.out.name + ".part")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and not args.overwrite:
         try:
             diff = want.changed(store.header(out))

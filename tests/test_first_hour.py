@@ -352,3 +352,27 @@ def test_init_reads_only_a_tagging_run_of_a_known_network(tmp_path):
     # a run on musicnn's taggram beside the mel has no settings of its own to compare
     runfolder.check_params(tmp_path, {"feature_params": FeatureParams().as_dict(), "inputs": ["mel", "musicnn"]},
                            FeatureParams(), tmp_path / "f.h5")
+
+
+def test_a_second_extraction_to_the_same_file_waits_its_turn(tmp_path, capsys):
+    # Two at once: the second took the first's locked .part for a broken one and deleted it, and the first
+    # renamed the second's half-written file to OUT, which then said it was complete.
+    import subprocess
+    import sys
+
+    from tests.conftest import make_corpus
+
+    make_corpus(tmp_path / "c", per_folder=1)
+    out = tmp_path / "f.h5"
+    argv = ["--data", str(tmp_path / "c"), "--out", str(out), "--features", "mel", "--workers", "0", "--quiet"]
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".f.h5.lock").write_text(str(alive.pid))  # a running extraction holds it
+        assert extract.main(argv) == 2
+        assert f"another extraction (process {alive.pid}) is writing it" in capsys.readouterr().err
+        assert not out.exists() and not (tmp_path / "f.h5.part").exists()
+    finally:
+        alive.kill()
+        alive.wait()
+    assert extract.main(argv) == 0  # a lock left by a process that is gone is taken over
+    assert out.is_file() and not (tmp_path / ".f.h5.lock").exists()

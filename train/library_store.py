@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from data.files import atomic_path
+from data.files import Locked, atomic_path, held_lock
 
 FORMAT = "mtat-toolkit music library index"
 VERSION = 1
@@ -267,30 +267,11 @@ def index_lock(index: Path):
     """
     index = Path(index)
     index.parent.mkdir(parents=True, exist_ok=True)
-    path = index.with_name(f".{index.name}.lock")
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(path.read_text() or 0)
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
-                path.unlink(missing_ok=True)  # its process is gone
-                continue
-            except PermissionError:
-                pass  # alive, another user's
-            raise LibraryError(f"{index}: another index run (process {pid}) is updating it; wait for it to "
-                               f"finish, or delete {path} if it is not running") from None
-    else:
-        raise LibraryError(f"{index}: cannot take the lock {path}")
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield
-    finally:
-        path.unlink(missing_ok=True)
+        with held_lock(index, "another index run"):
+            yield
+    except Locked as exc:  # only its start raises it
+        raise LibraryError(str(exc)) from None
 
 
 def load_library(index: Path, need: bool = True) -> Library | None:
