@@ -54,6 +54,9 @@ def load_audio(path: str | os.PathLike, sr: int = SR, npy_sr: int = SR) -> np.nd
     else:
         try:
             y, src_sr = sf.read(path, dtype="float32", always_2d=True)
+        except UnicodeEncodeError:  # libsndfile takes UTF-8 names; Python holds other bytes as surrogates
+            raise AudioError(f"{os.fsencode(path).decode('utf-8', 'replace')}: its name is not UTF-8, which the "
+                             "decoder needs; rename the file") from None
         except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
             why = str(exc)
             if "possibly a pipe" in why:  # libsndfile's words for a file it knows no format of: the file is there

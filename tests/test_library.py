@@ -4,6 +4,7 @@ Most tests index a few short tone clips (one 3-s crop each) and the real MP3 fix
 published network (``train.pretrained.convert``), and skip where the musicnn package is absent.
 """
 import csv
+import os
 import json
 import shutil
 from pathlib import Path
@@ -375,3 +376,20 @@ def test_a_folder_without_audio_is_said_to_have_none(musicnn_run, tmp_path, caps
     assert lib_main("index", tmp_path / "empty", "--run", musicnn_run, "--out", tmp_path / "lib.h5") == 0
     out = capsys.readouterr().out
     assert "no audio file" in out and "already" not in out
+
+
+def test_a_name_that_is_not_utf8_is_left_out_and_said(musicnn_run, tmp_path, capsys):
+    # Such a name broke every later run: its failure, kept in the journal, could not be written to the index.
+    from data.audio import AudioError, load_audio
+
+    music = tmp_path / "music"
+    tone(music / "good.wav", 440, 16000)
+    bad = os.path.join(os.fsencode(music), b"caf\xe9.wav")
+    shutil.copy(music / "good.wav", bad)
+    with pytest.raises(AudioError, match="its name is not UTF-8"):
+        load_audio(os.fsdecode(bad))
+    out = tmp_path / "lib.h5"
+    for _ in range(2):  # and again: nothing was kept that cannot be written
+        assert lib_main("index", music, "--run", musicnn_run, "--out", out, "--workers", 0, "--quiet") == 0
+        assert "1 whose names are not UTF-8, left out" in capsys.readouterr().out
+    assert len(load_library(out)) == 1

@@ -393,6 +393,8 @@ def summary_lines(s: dict) -> list[str]:
     lines = ["", f"index      {s['index']}  ({s['tracks']} tracks, {s.get('size_mib', 0):.1f} MiB)  run {s['run']}"]
     extra = [f"{s['other']} other files ignored"] if s["other"] else []
     extra += [f"{n} {suf} files the decoder cannot read" for suf, n in sorted(s["unread"].items())]
+    if s.get("badname"):
+        extra.append(f"{len(s['badname'])} whose names are not UTF-8, left out (rename them), e.g. {s['badname'][0]}")
     lines.append(f"scanned    {s['folder']}: {s['files']} audio files" + (f" ({'; '.join(extra)})" if extra else ""))
     lines.append(f"indexed    {s['indexed']} of {s['new'] + s['changed']} to do "
                  f"({s['new']} new, {s['changed']} changed)"

@@ -320,10 +320,11 @@ def scan(folder: Path) -> tuple[list[tuple[str, int, int]], dict]:
     """The audio files under ``folder``: ``[(absolute path, size, mtime_ns)]`` sorted, and counts.
 
     Hidden files and folders (a leading dot) are skipped, symbolic links to folders not followed.
-    The counts are ``other`` (files of other kinds, ignored) and ``unread`` (``{suffix: n}`` of
-    audio formats the decoder cannot read).
+    The counts are ``other`` (files of other kinds, ignored), ``unread`` (``{suffix: n}`` of
+    audio formats the decoder cannot read) and ``badname`` (the audio files whose names are not
+    UTF-8, which neither the decoder nor the index can take, shown with U+FFFD for what is not).
     """
-    found, other, unread = [], 0, collections.Counter()
+    found, other, unread, badname = [], 0, collections.Counter(), []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(names):
@@ -332,6 +333,11 @@ def scan(folder: Path) -> tuple[list[tuple[str, int, int]], dict]:
             suffix = os.path.splitext(name)[1].lower()
             path = os.path.join(root, name)
             if suffix in AUDIO_SUFFIXES:
+                try:
+                    path.encode("utf-8")
+                except UnicodeEncodeError:  # undecodable bytes, held by Python as surrogates
+                    badname.append(os.fsencode(path).decode("utf-8", "replace"))
+                    continue
                 try:
                     st = os.stat(path)
                 except OSError:  # vanished, or a broken link: the decoder reports it
@@ -342,7 +348,7 @@ def scan(folder: Path) -> tuple[list[tuple[str, int, int]], dict]:
                 unread[suffix] += 1
             else:
                 other += 1
-    return sorted(found), {"other": other, "unread": dict(unread)}
+    return sorted(found), {"other": other, "unread": dict(unread), "badname": badname}
 
 
 def plan(folder: Path, out: Path, run: Path | None, retry_failed: bool):
