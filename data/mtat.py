@@ -56,6 +56,11 @@ def split_of(mp3_path: str, scheme: str = "gct634") -> str | None:
     return None
 
 
+def _shown(value) -> str:
+    """A cell of the annotation file as a message shows it: a number as such, a path quoted."""
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 def read_annotations(csv_path: str | os.PathLike, scheme: str | None = "gct634") -> pd.DataFrame:
     """Read ``annotations_final.csv`` as distributed and keep the 50 tags.
 
@@ -76,7 +81,8 @@ def read_annotations(csv_path: str | os.PathLike, scheme: str | None = "gct634")
     Raises
     ------
     DatasetError
-        When the file is missing, unreadable or lacks ``clip_id``, ``mp3_path`` or any of the 50 tags.
+        When the file is missing, unreadable or lacks ``clip_id``, ``mp3_path`` or any of the 50 tags,
+        or a row lacks its ``clip_id`` or ``mp3_path``, or one of them is on two rows.
     """
     path = Path(csv_path)
     if not path.is_file():
@@ -86,14 +92,31 @@ def read_annotations(csv_path: str | os.PathLike, scheme: str | None = "gct634")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot be read as a tab-separated annotation file ({exc})") from exc
     missing = [c for c in ("clip_id", "mp3_path", *TAGS) if c not in df.columns]
+    if missing and len(df.columns) == 1:
+        raise DatasetError(f"{path}: one column only; the annotation file is tab-separated (as distributed)")
     if missing:
         shown = ", ".join(repr(c) for c in missing[:8]) + (" ..." if len(missing) > 8 else "")
         raise DatasetError(f"{path}: missing {len(missing)} required column(s): {shown}")
+    for col in ("clip_id", "mp3_path"):  # rows are numbered as a spreadsheet shows them (the header is row 1)
+        empty = np.flatnonzero(df[col].isna().to_numpy())
+        if len(empty):
+            raise DatasetError(f"{path}: row {empty[0] + 2} has no {col}" + (f" (and {len(empty) - 1} more rows)"
+                                                                            if len(empty) > 1 else ""))
+        twice = df[col].duplicated(keep=False).to_numpy()
+        if twice.any():  # a clip twice is its own nearest neighbour: Recall@K would count it
+            rows = np.flatnonzero(twice)[:2] + 2
+            raise DatasetError(f"{path}: {col} {_shown(df[col].iloc[rows[0] - 2])} is on rows {rows[0]} and {rows[1]}"
+                               + (f" ({int(twice.sum())} rows share a {col})" if twice.sum() > 2 else "")
+                               + "; each clip once")
     labels = df[list(TAGS)]
     bad = ~labels.isin([0, 1]).all(axis=0)
     if bad.any():
         raise DatasetError(f"{path}: tag columns must hold 0 or 1; not so in {', '.join(labels.columns[bad][:5])}")
-    out = pd.DataFrame({"clip_id": df["clip_id"].astype(np.int64), "mp3_path": df["mp3_path"].astype(str)})
+    try:
+        ids = df["clip_id"].astype(np.int64)
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(f"{path}: clip_id must be whole numbers ({exc})") from exc
+    out = pd.DataFrame({"clip_id": ids, "mp3_path": df["mp3_path"].astype(str)})
     out = pd.concat([out, labels.astype(np.uint8)], axis=1)
     out = out[out[list(TAGS)].sum(axis=1) > 0]
     if scheme is not None:

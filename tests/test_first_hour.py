@@ -394,3 +394,23 @@ def test_tag_takes_a_long_file_a_batch_of_crops_at_a_time(mel_mfcc, tmp_path, mo
     batched, starts2, n2 = tag.taggram(MTAT_MP3, model, frontend, mean, std, frames, tail=True)
     assert len(whole) > 4 and n == n2 and np.array_equal(starts, starts2)
     np.testing.assert_allclose(batched, whole, atol=1e-6)
+
+
+def test_an_annotation_file_with_a_clip_twice_or_a_row_short_is_named(tmp_path):
+    from data.mtat import DatasetError, read_annotations
+    from tests.conftest import TAGS, write_csv
+
+    tags = ["1"] + ["0"] * (len(TAGS) - 1)
+    good = [["1", *tags, "a/x-1.mp3"], ["2", *tags, "b/y-2.mp3"], ["3", *tags, "c/z-3.mp3"]]
+    write_csv(tmp_path / "a.csv", good)
+    assert len(read_annotations(tmp_path / "a.csv", "standard")) == 3
+    cases = {"the same clip twice": (good + [good[1]], "clip_id 2 is on rows 3 and 5; each clip once"),
+             "one path twice": (good + [["4", *tags, "a/x-1.mp3"]], "mp3_path 'a/x-1.mp3' is on rows 2 and 5"),
+             "an empty path": (good + [["5", *tags, ""]], "row 5 has no mp3_path")}
+    for name, (rows, message) in cases.items():
+        write_csv(tmp_path / "b.csv", rows)
+        with pytest.raises(DatasetError, match=message):
+            read_annotations(tmp_path / "b.csv", "standard")
+    (tmp_path / "c.csv").write_text((tmp_path / "a.csv").read_text().replace("\t", ","))
+    with pytest.raises(DatasetError, match="one column only; the annotation file is tab-separated"):
+        read_annotations(tmp_path / "c.csv")
