@@ -393,3 +393,16 @@ def test_a_name_that_is_not_utf8_is_left_out_and_said(musicnn_run, tmp_path, cap
         assert lib_main("index", music, "--run", musicnn_run, "--out", out, "--workers", 0, "--quiet") == 0
         assert "1 whose names are not UTF-8, left out" in capsys.readouterr().out
     assert len(load_library(out)) == 1
+
+
+def test_an_index_whose_run_is_gone_says_so(musicnn_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(musicnn_run, run)
+    music = tmp_path / "music"
+    tone(music / "a.wav", 440, 16000)
+    out = tmp_path / "lib.h5"
+    assert lib_main("index", music, "--run", run, "--out", out, "--workers", 0, "--quiet") == 0
+    shutil.rmtree(run)
+    capsys.readouterr()
+    assert lib_main("index", music, "--out", out, "--quiet") == 2
+    assert f"the index's run {run} is gone" in capsys.readouterr().err

@@ -412,7 +412,8 @@ def summary_lines(s: dict) -> list[str]:
                      f"({s['audio_seconds'] / max(s['seconds'], 1e-9):.0f}x real time) on {s['device']}, "
                      f"{s['workers']} decoding worker{'s' if s['workers'] != 1 else ''}; start-up {s['startup']:.1f} s")
     elif s["files"]:
-        lines.append("time       nothing to index: every file is in the index already")
+        lines.append("time       nothing to index: every file is in the index already"
+                     + (", or failed before and is unchanged" if s["skipped"] else ""))
     else:
         lines.append("time       nothing to index: no audio file (MP3, WAV, FLAC, OGG) under the folder")
     if s["interrupted"]:
@@ -441,7 +442,7 @@ def resolve_query(lib: Library, query: str, device: str = "auto"):
         if isinstance(row, int) and lib.path[row] == os.path.abspath(query):
             return lib.embedding[row], lib.scores[row], row
         run = Path(lib.meta["run"])
-        if run_sha256(run) != lib.meta["run_sha256"]:
+        if run_sha256(run, "the index's run") != lib.meta["run_sha256"]:
             raise LibraryError(f"the index's run {run} has changed since the index was made (its best.pt differs); "
                                "a new file cannot be embedded like the tracks: index again into a new --out")
         from features.frontend import pick_device

@@ -56,8 +56,11 @@ class LibraryError(ValueError):
     """An index, run or request that cannot be used; the message names it and says what to do."""
 
 
-def run_sha256(run: Path) -> str:
+def run_sha256(run: Path, what: str = "--run") -> str:
     """SHA-256 of the run's ``best.pt``: two indexes match only if made by the very same weights.
+
+    ``what`` names the folder in the message: ``--run``, or ``the index's run`` for the one an index
+    recorded.
 
     Raises
     ------
@@ -65,6 +68,9 @@ def run_sha256(run: Path) -> str:
         When the folder holds no ``best.pt``.
     """
     ckpt = Path(run) / "best.pt"
+    if not ckpt.is_file() and what != "--run":
+        raise LibraryError(f"{what} {run} is gone (no best.pt there); pass --run with it again, or index into "
+                           "a new --out with another --run")
     if not ckpt.is_file():
         raise LibraryError(f"--run {run}: not a finished run folder (no best.pt there); train one with "
                            "`python train/run.py` or make one with `python train/pretrained.py MTT_musicnn`")
@@ -374,12 +380,13 @@ def plan(folder: Path, out: Path, run: Path | None, retry_failed: bool):
     if not folder.is_dir():
         raise LibraryError(f"{folder}: " + ("not a folder" if folder.exists() else "no such folder"))
     state = load_library(out, need=False)
+    given = run is not None
     if run is None:
         if state is None:
             raise LibraryError(f"{out} does not exist yet: a new index needs --run RUN (a run folder, e.g. "
                                "cache/pretrained/MTT_musicnn from `python train/pretrained.py MTT_musicnn`)")
         run = Path(state.meta["run"])
-    sha = run_sha256(run)
+    sha = run_sha256(run, "--run" if given else "the index's run")
     if state is not None and state.meta.get("run_sha256") != sha:
         same = Path(state.meta.get("run", "")).resolve() == Path(run).resolve()
         what = f"the run {run} has changed since it was made (its best.pt differs)" if same else \
