@@ -414,3 +414,14 @@ def test_an_annotation_file_with_a_clip_twice_or_a_row_short_is_named(tmp_path):
     (tmp_path / "c.csv").write_text((tmp_path / "a.csv").read_text().replace("\t", ","))
     with pytest.raises(DatasetError, match="one column only; the annotation file is tab-separated"):
         read_annotations(tmp_path / "c.csv")
+
+
+def test_taggrams_of_several_songs_get_a_name_each():
+    from train.tag import taggram_path
+
+    taken, base = set(), Path("out/tg.jpg")
+    names = [taggram_path(base, Path(p), 3, taken) for p in ("a/song.wav", "b/song.wav", "a/song.ogg")]
+    assert [n.name for n in names] == ["tg_song.jpg", "tg_song_2.jpg", "tg_song_3.jpg"]
+    long = taggram_path(base, Path("x" * 300 + ".mp3"), 2, taken)
+    assert long.name == f"tg_{'x' * 100}.jpg"  # a name the file system takes
+    assert taggram_path(base, Path("a/song.wav"), 1) == base

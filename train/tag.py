@@ -82,9 +82,20 @@ def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.
     return taggram(path, model, frontend, mean, std, frames, device).mean(axis=0)
 
 
-def taggram_path(base: Path, song: Path, n_songs: int) -> Path:
-    """``--taggram`` as given for one song; ``<stem>_<song stem>.png`` beside it for several."""
-    return base if n_songs == 1 else base.with_name(f"{base.stem}_{song.stem}.png")
+def taggram_path(base: Path, song: Path, n_songs: int, taken: set | None = None) -> Path:
+    """``--taggram`` as given for one song; ``<stem>_<song stem><suffix>`` beside it for several, the song's
+    stem cut to 100 characters and numbered (``_2``...) where another song's already took the name
+    (``taken``, updated)."""
+    if n_songs == 1:
+        return base
+    stem, k = f"{base.stem}_{song.stem[:100]}", 1
+    path = base.with_name(f"{stem}{base.suffix or '.png'}")
+    while taken is not None and path in taken:
+        k += 1
+        path = base.with_name(f"{stem}_{k}{base.suffix or '.png'}")
+    if taken is not None:
+        taken.add(path)
+    return path
 
 
 PRETRAINED = Path("cache/pretrained/MTT_musicnn")
@@ -151,6 +162,7 @@ def main(argv=None) -> int:
     name, line = describe(run)
     print(f"tagger: {line}", file=sys.stderr)
     results, failed = {}, 0
+    taken = set()  # the taggrams' names so far: two songs of one stem get two pictures
     for path in a.audio:
         try:
             crops, starts, n_frames = taggram(path, model, frontend, mean, std, frames, a.device, tail=True)
@@ -163,7 +175,7 @@ def main(argv=None) -> int:
         if a.taggram:
             from train.plots import plot_taggram
 
-            png = taggram_path(a.taggram, path, len(a.audio))
+            png = taggram_path(a.taggram, path, len(a.audio), taken)
             sec = frontend.params.hop_length / frontend.params.sr
             plot_taggram(crops, tags, frames * sec, png, title=f"Taggram of {path.name} by {name}",
                          starts=starts * sec, end=max(n_frames, frames) * sec)
