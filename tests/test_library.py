@@ -393,6 +393,11 @@ def test_a_name_that_is_not_utf8_is_left_out_and_said(musicnn_run, tmp_path, cap
         assert lib_main("index", music, "--run", musicnn_run, "--out", out, "--workers", 0, "--quiet") == 0
         assert "1 whose names are not UTF-8, left out" in capsys.readouterr().out
     assert len(load_library(out)) == 1
+    # a library of one track maps on its embedding's dimensions (there is no PCA of one point)
+    assert lib_main("map", tmp_path / "m.png", "--index", out) == 0
+    assert "1 track on two embedding dimensions" in capsys.readouterr().out
+    assert lib_main("tag", "", "--index", out) == 2
+    assert "no tag given" in capsys.readouterr().err
 
 
 def test_an_index_whose_run_is_gone_says_so(musicnn_run, tmp_path, capsys):

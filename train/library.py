@@ -537,8 +537,9 @@ def cmd_map(a) -> int:
         nb, _ = Searcher(lib.embedding).nearest(query, a.k, exclude=row)
         title += f"\nquery: {lib.path[row] if row >= 0 else a.query} and its {len(nb)} nearest"
     info = plot_map(lib, a.out, query, nb, title=title, legend=a.legend)
-    print(f"{a.out}: {len(lib)} tracks on the first two principal components "
-          f"({100 * sum(info['explained']):.0f}% of the variance)"
+    where = "on the first two principal components " \
+        f"({100 * sum(info['explained']):.0f}% of the variance)" if len(lib) > 2 else "on two embedding dimensions"
+    print(f"{a.out}: {len(lib)} track{'s' if len(lib) != 1 else ''} {where}"
           + (f", coloured by top tag ({', '.join(info['legend'])})" if info["legend"] else "")
           + (f"; the query and its {len(nb)} nearest marked" if a.query else ""))
     return 0

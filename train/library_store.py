@@ -560,6 +560,8 @@ def tag_column(lib: Library, name: str) -> int:
         raise LibraryError(f"the index's run ({lib.meta.get('run')}, a {lib.meta.get('task')} run without a tag "
                            "layer) gives no tag scores")
     low = [t.lower() for t in tags]
+    if not name.strip():
+        raise LibraryError(f"no tag given; the run's tags: {', '.join(tags)}")
     if name.lower() in low:
         return low.index(name.lower())
     close = difflib.get_close_matches(name.lower(), low, n=6, cutoff=0.7)
@@ -627,8 +629,10 @@ def plot_map(lib: Library, out: Path, query=None, neighbours=(), title: str = ""
             ax.plot([qxy[0, 0], xy[i, 0]], [qxy[0, 1], xy[i, 1]], color="black", lw=0.6, alpha=0.6)
         ax.scatter(*qxy.T, s=260, marker="*", color="red", edgecolors="black", lw=0.8, zorder=5, label="query")
     explained = pca.explained_variance_ratio_.tolist() if pca is not None else [float("nan")] * 2
-    ax.set(xlabel=f"PC 1 ({100 * explained[0]:.0f}% of the variance)",
-           ylabel=f"PC 2 ({100 * explained[1]:.0f}%)", title=title or f"Library map: {len(x)} tracks")
+    axes = (f"PC 1 ({100 * explained[0]:.0f}% of the variance)", f"PC 2 ({100 * explained[1]:.0f}%)") \
+        if pca is not None else ("embedding dimension 1", "embedding dimension 2")  # 2 tracks or fewer: no PCA
+    ax.set(xlabel=axes[0], ylabel=axes[1],
+           title=title or f"Library map: {len(x)} track{'s' if len(x) != 1 else ''}")
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, markerscale=max(1.0, 20 / size) ** 0.5,
               title="top tag" if shown else None)
     ax.grid(alpha=0.25)
