@@ -411,3 +411,14 @@ def test_an_index_whose_run_is_gone_says_so(musicnn_run, tmp_path, capsys):
     capsys.readouterr()
     assert lib_main("index", music, "--out", out, "--quiet") == 2
     assert f"the index's run {run} is gone" in capsys.readouterr().err
+
+
+def test_a_query_finds_a_name_in_either_unicode_form():
+    import unicodedata
+
+    from train.library_store import Library, find_track
+
+    lib = Library.empty({"run": "r", "run_sha256": "x"}, 0)
+    decomposed = unicodedata.normalize("NFD", "/music/café/song.mp3")  # as some file systems keep it
+    lib.path = np.array([decomposed, "/music/other.mp3"])
+    assert find_track(lib, "café/song.mp3") == 0 and find_track(lib, "CAFÉ") == 0

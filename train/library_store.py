@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import time
+import unicodedata
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -526,18 +527,22 @@ def find_track(lib: Library, query: str) -> int | list[int]:
     """The row of the track named by ``query``, or the rows it matches when it names none or several.
 
     An exact path wins (the query resolved as a path), then a unique path ending with the query
-    (at a folder boundary), then a unique path containing it (case-insensitive).
+    (at a folder boundary), then a unique path containing it (case-insensitive); names are compared
+    in Unicode's composed form (NFC).
     """
     paths = lib.path
     full = os.path.abspath(query)
     exact = np.flatnonzero(paths == full)
     if len(exact):
         return int(exact[0])
-    tail = [i for i, p in enumerate(paths) if p.endswith(os.sep + query.lstrip(os.sep))]
+    # by name: in one Unicode form (a typed "café" may be composed where the file system's is not)
+    nfc = [unicodedata.normalize("NFC", p) for p in paths]
+    query = unicodedata.normalize("NFC", query)
+    tail = [i for i, p in enumerate(nfc) if p.endswith(os.sep + query.lstrip(os.sep))]
     if len(tail) == 1:
         return tail[0]
     q = query.lower()
-    part = [i for i, p in enumerate(paths) if q in p.lower()]
+    part = [i for i, p in enumerate(nfc) if q in p.lower()]
     return part[0] if len(part) == 1 else (tail or part)
 
 
