@@ -425,3 +425,18 @@ def test_taggrams_of_several_songs_get_a_name_each():
     long = taggram_path(base, Path("x" * 300 + ".mp3"), 2, taken)
     assert long.name == f"tg_{'x' * 100}.jpg"  # a name the file system takes
     assert taggram_path(base, Path("a/song.wav"), 1) == base
+
+
+def test_tag_says_when_a_file_is_shorter_than_a_crop(mel_mfcc, tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    from train import tag
+
+    out = tmp_path / "r"
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(out), *FAST]) == 0
+    sf.write(tmp_path / "short.wav", (0.3 * np.sin(np.arange(3200) * 0.17)).astype(np.float32), 16000)
+    capsys.readouterr()
+    assert tag.main([str(tmp_path / "short.wav"), "--run", str(out), "--taggram", str(tmp_path / "t.png")]) == 0
+    assert "short.wav lasts 0.2 s, less than the 3.0 s the network hears at once" in capsys.readouterr().err
+    assert (tmp_path / "t.png").is_file()

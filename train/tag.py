@@ -54,7 +54,8 @@ def taggram(path, model, frontend, mean, std, frames: int, device="cpu", tail: b
     test split, and as musicnn's extractor cuts its patches); a file shorter than one crop is
     padded with the training mean. With ``tail``, a last crop ending at the file's end is added
     when a tail is left (for the taggram's picture), and ``(scores, start frames, n_frames)`` is
-    returned; the clip score is still the mean of the non-overlapping crops.
+    returned (``n_frames``: the file's own frames, fewer than a crop's for a short file); the clip score
+    is still the mean of the non-overlapping crops.
     """
     import torch
 
@@ -65,6 +66,7 @@ def taggram(path, model, frontend, mean, std, frames: int, device="cpu", tail: b
         out = frontend(torch.from_numpy(y)[None].to(device))
         x = torch.cat([out[f][0] for f in frontend.features], dim=1).T.cpu().numpy()  # (bins, T)
         x = (x - mean[:, None]) / std[:, None]
+        valid = x.shape[1]
         if x.shape[1] < frames:  # shorter than one crop: pad with the training mean (0 once standardised)
             x = np.pad(x, ((0, 0), (0, frames - x.shape[1])))
         starts = chunk_starts(x.shape[1], frames)
@@ -74,7 +76,7 @@ def taggram(path, model, frontend, mean, std, frames: int, device="cpu", tail: b
         scores = np.concatenate([
             torch.sigmoid(model(torch.from_numpy(np.stack([x[:, t:t + frames] for t in starts[k:k + CROPS]]))
                                 .float().to(device))).cpu().numpy() for k in range(0, len(starts), CROPS)])
-        return (scores, starts, x.shape[1]) if tail else scores
+        return (scores, starts, valid) if tail else scores
 
 
 def tag_file(path, model, frontend, mean, std, frames: int, device="cpu") -> np.ndarray:
@@ -170,6 +172,11 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        if n_frames < frames:
+            sec = frontend.params.hop_length / frontend.params.sr
+            print(f"note: {path} lasts {n_frames * sec:.1f} s, less than the {frames * sec:.1f} s the network "
+                  "hears at once; it is scored padded to a crop with the training clips' mean features",
+                  file=sys.stderr)
         whole = max(1, n_frames // frames)  # the clip score: the non-overlapping crops, as on the test split
         results[str(path)] = scores = crops[:whole].mean(axis=0)
         if a.taggram:
