@@ -19,6 +19,14 @@ def mel_mfcc(tmp_path_factory):
     return tiny_features(tmp_path_factory.mktemp("first"), "mel,mfcc", 3)
 
 
+@pytest.fixture(scope="module")
+def cnn2d_run(mel_mfcc, tmp_path_factory):
+    # a finished tagging run that the tests below read and never change
+    out = tmp_path_factory.mktemp("runs") / "tagging"
+    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(out), *FAST]) == 0
+    return out
+
+
 def test_the_default_model_trains_on_what_extract_mel_mfcc_wrote(mel_mfcc, tmp_path):
     # The README's headline pair, `extract --features mel,mfcc` then `train/run.py`: shortres takes
     # mel+MFCC+chroma when there is chroma, and the two the file holds when there is not.
@@ -39,9 +47,8 @@ def test_a_folder_given_as_the_features_file_is_named(tmp_path, capsys):
     assert "a folder, not a features file" in capsys.readouterr().err
 
 
-def test_init_takes_the_model_and_inputs_of_its_run(mel_mfcc, tmp_path):
-    tagging = tmp_path / "tagging"
-    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(tagging), *FAST]) == 0
+def test_init_takes_the_model_and_inputs_of_its_run(mel_mfcc, cnn2d_run, tmp_path):
+    tagging = cnn2d_run
     cfg = run.parse_args(["--task", "metric", "--init", str(tagging), "--features", str(mel_mfcc)])
     assert (cfg.model, cfg.inputs) == ("cnn2d", ("mel",))
     # given, they are the user's (and a mismatch is refused by the run, as before)
@@ -51,9 +58,8 @@ def test_init_takes_the_model_and_inputs_of_its_run(mel_mfcc, tmp_path):
                      str(tmp_path / "m"), *FAST]) == 0
 
 
-def test_init_refuses_features_made_with_other_settings(mel_mfcc, tmp_path, capsys):
-    tagging = tmp_path / "tagging"
-    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(tagging), *FAST]) == 0
+def test_init_refuses_features_made_with_other_settings(mel_mfcc, cnn2d_run, tmp_path, capsys):
+    tagging = cnn2d_run
     other = tmp_path / "mel64.h5"
     source = Path(h5py.File(mel_mfcc, "r").attrs["source"])
     assert extract.main(["--data", str(source), "--out", str(other), "--features", "mel", "--n-mels", "64",
@@ -80,11 +86,10 @@ def test_a_checkpoint_saved_twice_is_the_same_bytes(tmp_path):
     assert torch.load(tmp_path / "a.pt", weights_only=False)["config"] == {"model": "x"}
 
 
-def test_pretrained_refuses_a_folder_that_holds_another_run(mel_mfcc, tmp_path, capsys):
+def test_pretrained_refuses_a_folder_that_holds_another_run(cnn2d_run, capsys):
     from train import pretrained
 
-    ours = tmp_path / "ours"
-    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(ours), *FAST]) == 0
+    ours = cnn2d_run
     before = (ours / "best.pt").read_bytes()
     capsys.readouterr()
     assert pretrained.main(["MTT_musicnn", "--out", str(ours)]) == 2
@@ -181,7 +186,7 @@ def test_a_small_test_split_gets_intervals_in_range_and_the_recall_cut_offs_it_h
     assert "K=8 is larger than N-1=5" in capsys.readouterr().err
 
 
-def test_small_things_a_new_user_notices(mel_mfcc, tmp_path, capsys):
+def test_small_things_a_new_user_notices(cnn2d_run, tmp_path, capsys):
     import matplotlib.pyplot as plt
 
     from train import report
@@ -192,11 +197,9 @@ def test_small_things_a_new_user_notices(mel_mfcc, tmp_path, capsys):
         save_figure(plt.figure(), tmp_path / name)
         assert (tmp_path / name).read_bytes().startswith(magic), name
     # report.py given one run folder reports that run
-    one = tmp_path / "one"
-    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(one), *FAST]) == 0
     capsys.readouterr()
-    assert report.main([str(one), "--no-ci"]) == 0
-    assert "| one | tagging |" in capsys.readouterr().out
+    assert report.main([str(cnn2d_run), "--no-ci"]) == 0
+    assert f"| {cnn2d_run.name} | tagging |" in capsys.readouterr().out
 
 
 def test_against_refuses_embeddings_of_other_clips(tmp_path, capsys):
@@ -378,16 +381,14 @@ def test_a_second_extraction_to_the_same_file_waits_its_turn(tmp_path, capsys):
     assert out.is_file() and not (tmp_path / ".f.h5.lock").exists()
 
 
-def test_tag_takes_a_long_file_a_batch_of_crops_at_a_time(mel_mfcc, tmp_path, monkeypatch, fixtures_dir):
+def test_tag_takes_a_long_file_a_batch_of_crops_at_a_time(cnn2d_run, monkeypatch, fixtures_dir):
     # All crops at once, a 12-minute file took 4.8 GB in train/tag.py; in batches, 1.0 GB (the same scores)
     import numpy as np
 
     from tests.conftest import MTAT_MP3
     from train import tag
 
-    out = tmp_path / "r"
-    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(out), *FAST]) == 0
-    model, frontend, mean, std, frames, _ = tag.load_run(out)
+    model, frontend, mean, std, frames, _ = tag.load_run(cnn2d_run)
     monkeypatch.setattr(tag, "CROPS", 10_000)
     whole, starts, n = tag.taggram(MTAT_MP3, model, frontend, mean, std, frames, tail=True)
     monkeypatch.setattr(tag, "CROPS", 2)
@@ -427,16 +428,14 @@ def test_taggrams_of_several_songs_get_a_name_each():
     assert taggram_path(base, Path("a/song.wav"), 1) == base
 
 
-def test_tag_says_when_a_file_is_shorter_than_a_crop(mel_mfcc, tmp_path, capsys):
+def test_tag_says_when_a_file_is_shorter_than_a_crop(cnn2d_run, tmp_path, capsys):
     import numpy as np
     import soundfile as sf
 
     from train import tag
 
-    out = tmp_path / "r"
-    assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--out", str(out), *FAST]) == 0
     sf.write(tmp_path / "short.wav", (0.3 * np.sin(np.arange(3200) * 0.17)).astype(np.float32), 16000)
     capsys.readouterr()
-    assert tag.main([str(tmp_path / "short.wav"), "--run", str(out), "--taggram", str(tmp_path / "t.png")]) == 0
+    assert tag.main([str(tmp_path / "short.wav"), "--run", str(cnn2d_run), "--taggram", str(tmp_path / "t.png")]) == 0
     assert "short.wav lasts 0.2 s, less than the 3.0 s the network hears at once" in capsys.readouterr().err
     assert (tmp_path / "t.png").is_file()
