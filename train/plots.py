@@ -1,6 +1,8 @@
 """PNG figures of a run: training curves and the sorted per-tag ROC-AUC bar chart."""
 from __future__ import annotations
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
@@ -14,7 +16,7 @@ from data.files import atomic_path  # noqa: E402
 def save_figure(fig, path) -> None:
     """Write ``fig`` to ``path`` atomically, in the format its suffix names (``.jpg``, ``.pdf``, ``.svg``...;
     PNG where matplotlib knows no such format), and close it."""
-    fmt = str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else ""
+    fmt = os.path.splitext(path)[1][1:].lower()
     with atomic_path(path) as tmp:  # the temporary's own name has no suffix to go by
         fig.savefig(tmp, format=fmt if fmt in fig.canvas.get_supported_filetypes() else "png", dpi=110,
                     bbox_inches="tight")
