@@ -55,6 +55,11 @@ def held(out: Path) -> str | None:
     return name or f"a {cfg.get('task')} run of {cfg.get('model')!r}"
 
 
+def kept(name: str, out: Path, force: bool = False) -> bool:
+    """Whether :func:`convert` leaves ``out`` as it is: it already holds ``name`` and ``force`` is not given."""
+    return not force and held(out) == name
+
+
 def convert(name: str, out: Path, force: bool = False) -> Path:
     """Write the run folder of one of musicnn's networks.
 
@@ -81,9 +86,9 @@ def convert(name: str, out: Path, force: bool = False) -> Path:
         When the package is missing or its checkpoint cannot be read or does not fit, or ``out``
         holds another network.
     """
-    there = held(out)
-    if there == name and not force:
+    if kept(name, out, force):
         return out
+    there = held(out)
     if there is not None and not force:
         raise RunError(f"{out} already holds {there}; pass --force to replace it, or give another --out")
     package_dir()  # before anything is removed: without the package nothing can take its place
@@ -124,7 +129,7 @@ def main(argv=None) -> int:
                    "that holds NAME is kept as it is, and one that holds another network refused)")
     a = p.parse_args(argv)
     out = a.out or Path("cache/pretrained") / a.name
-    made = a.force or held(out) != a.name
+    made = not kept(a.name, out, a.force)
     try:
         convert(a.name, out, a.force)
     except RunError as exc:
