@@ -199,7 +199,7 @@ def check_same_clips(path: str | os.PathLike, other: str | os.PathLike) -> None:
     if a == b or not (a.is_file() and b.is_file()):
         return
     ia, ib = np.load(a, allow_pickle=False), np.load(b, allow_pickle=False)
-    if ia.shape != ib.shape or not np.array_equal(ia, ib):
+    if not np.array_equal(ia, ib):  # other shapes too
         raise ValueError(f"{other}: its clips ({b}) are not those of {path} ({a}), in the same order; a paired "
                          "difference compares two systems on the same clips (make both from one features file "
                          "and split)")
