@@ -89,7 +89,7 @@ class _Plan(NamedTuple):
 
 @lru_cache(maxsize=16)
 def _plan(sr: int, hop: int, n_fft: int) -> _Plan:
-    win = round(8.0 * sr / hop)
+    win = int(8.0 * sr) // hop  # librosa's time_to_frames(8.0): floored, so 426 at 16 kHz, hop 300
     # librosa.tempo_frequencies(win, sr=sr, hop_length=hop), bin 0 (lag 0) infinite.
     bpms = np.zeros(win, dtype=np.float64)
     bpms[0] = np.inf
