@@ -118,14 +118,27 @@ def macro_ci(scores, labels, other=None, n_boot: int = DEFAULT_BOOT, seed: int =
     estimate: 0.378 in [0.37, 0.48]). Being a reflection, it can cross the scores' range on a small
     split, so it is clipped to it: [0, 1], or [-1, 1] for a difference.
 
+    Parameters
+    ----------
+    scores, labels : np.ndarray [shape=(n, t) or (n,)]
+        As for :func:`tag_auc`.
+    other : np.ndarray [shape=scores.shape], optional
+        Another system's scores of the same clips.
+    n_boot, seed, level
+        Resamples, their seed, and the interval's coverage.
+
     Returns
     -------
     dict
         ``roc_auc`` and ``pr_auc``, each ``(low, high)``; ``n_undefined`` resamples left out.
     """
-    y = np.asfortranarray(np.asarray(labels))
-    s = np.asfortranarray(np.asarray(scores, np.float64))
-    o = None if other is None else np.asfortranarray(np.asarray(other, np.float64))
+    def columns(x, dtype=None):  # one tag given as (n,) is the column (n, 1), as in tag_auc
+        x = np.asarray(x, dtype)
+        return np.asfortranarray(x.reshape(len(x), -1))
+
+    y = columns(labels)
+    s = columns(scores, np.float64)
+    o = None if other is None else columns(other, np.float64)
 
     def macro(x, rows):
         roc, ap, _ = roc_ap(np.asfortranarray(x[rows]), np.asfortranarray(y[rows]))

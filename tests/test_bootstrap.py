@@ -105,3 +105,10 @@ def test_auc_command_reports_intervals(tmp_path, capsys):
     assert 0 < lo < out["against"]["difference"]["roc_auc_macro"] < hi
     assert auc_cli.main([str(tmp_path / "predictions.npy"), "--ci", "--boot", "50"]) == 0
     assert "95% intervals" in capsys.readouterr().out
+    # one tag given as a vector: the intervals of its single column
+    np.save(tmp_path / "one.npy", np.load(tmp_path / "predictions.npy")[:, 0])
+    np.save(tmp_path / "labels.npy", y[:, 0])
+    assert auc_cli.main([str(tmp_path / "one.npy"), "--ci", "--boot", "50", "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)["ci95"]
+    two = macro_ci(np.load(tmp_path / "one.npy")[:, None], y[:, :1], n_boot=50)
+    assert one["roc_auc_macro"] == pytest.approx(list(two["roc_auc"]), abs=1e-12)
