@@ -123,13 +123,28 @@ def test_resume_equals_uninterrupted(feats, tmp_path):
         torch.testing.assert_close(full["model"][k], cut["model"][k])
 
 
-def test_metric_learning_runs(feats, tmp_path):
-    for model, mining in (("linear", "none"), ("cnn2d", "semihard")):
+def test_metric_learning_runs(feats, tmp_path, capsys):
+    from eval.bootstrap import mean_ci
+    from eval.recall import recall_at_k
+    from train import embed, report
+
+    for model, mining, distance in (("linear", "none", "euclidean"), ("cnn2d", "semihard", "cosine")):
         out = tmp_path / model
         assert run.main(["--features", str(feats), "--task", "metric", "--model", model, "--mining", mining,
-                         "--out", str(out), *FAST]) == 0
+                         "--distance", distance, "--out", str(out), *FAST]) == 0
         m = json.loads((out / "metrics.json").read_text())
         assert 0 <= m["test_recall@1"] <= m["test_recall@2"] <= 1
+        # the scores, report.py's intervals and both "evaluate again" hints use the run's distance
+        emb, y = np.load(out / "embeddings.npy"), np.load(out / "labels.npy")
+        ks = [k for k in (1, 2, 4, 8) if k < len(emb)]
+        ref = recall_at_k(emb, y, ks=ks, metric=distance)
+        assert m["test_recall@1"] == pytest.approx(ref["recall"][1], abs=1e-12)
+        got = report.intervals(out, n_boot=100)
+        for k, c in zip(ks, mean_ci(ref["per_query"], 100)):
+            assert got[f"test_recall@{k}"] == pytest.approx((c["low"], c["high"]), abs=1e-12)
+        assert embed.main(["--run", str(out), "--features", str(feats), "--out", str(out / "e")]) == 0
+        hints = [line for line in capsys.readouterr().out.splitlines() if "python eval/recall.py" in line]
+        assert len(hints) == 2 and all(h.endswith("--metric euclidean") == (distance == "euclidean") for h in hints)
         assert np.load(out / "embeddings.npy").shape[1] == 128 and not (out / "predictions.npy").exists()
         assert "tag_head.weight" in torch.load(out / "best.pt", weights_only=False)["model"]
 

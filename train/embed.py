@@ -115,7 +115,10 @@ def main(argv=None) -> int:
         return 2
     print(f"{a.run} on {features} ({a.split}): {out}/embeddings.npy, labels.npy, clip_ids.npy, tags.json"
           + (", predictions.npy" if (out / "predictions.npy").exists() else ""))
-    print(f"score them:  python eval/recall.py {out / 'embeddings.npy'}")
+    cfg = json.loads((a.run / "config.json").read_text())
+    metric = runfolder.recall_distance(cfg)
+    print(f"score them:  python eval/recall.py {out / 'embeddings.npy'}"
+          + ("" if metric == "cosine" else f" --metric {metric}"))
     return 0
 
 

@@ -315,7 +315,8 @@ def test_best(cfg: RunConfig, mode: Mode, ff, model, evaluate, test_set, history
     log(f"run folder {out}: metrics.json, best.pt, "
         + ("predictions/embeddings/labels .npy, curves.png, tag_roc_auc.png" if scores is not None
            else "embeddings/labels .npy, curves.png"))
-    log(f"evaluate again: python eval/recall.py {out / 'embeddings.npy'}"
+    metric = "" if mode.distance == "cosine" else f" --metric {mode.distance}"
+    log(f"evaluate again: python eval/recall.py {out / 'embeddings.npy'}{metric}"
         + (f"   python eval/auc.py {out / 'predictions.npy'}" if scores is not None else ""))
 
 

@@ -14,19 +14,22 @@ import json
 import sys
 from pathlib import Path
 
-from train.runfolder import finished_runs
+from train.runfolder import finished_runs, recall_distance
 
 COLUMNS = ("test_roc_auc", "test_pr_auc", "test_recall@1", "test_recall@2", "test_recall@4", "test_recall@8")
 
 
 def intervals(folder: Path, n_boot: int = 1000) -> dict:
-    """``{column: (low, high)}``: 95 % bootstrap intervals of a run's test scores from its saved outputs."""
+    """``{column: (low, high)}``: 95 % bootstrap intervals of a run's test scores from its saved outputs
+    (Recall@K under the run's own distance)."""
     import numpy as np
 
     from eval.auc import macro_ci
     from eval.bootstrap import mean_ci
     from eval.recall import recall_at_k
 
+    cfg_path = folder / "config.json"
+    distance = recall_distance(json.loads(cfg_path.read_text())) if cfg_path.is_file() else "cosine"
     try:
         labels = np.load(folder / "labels.npy")
         emb = np.load(folder / "embeddings.npy")
@@ -35,7 +38,7 @@ def intervals(folder: Path, n_boot: int = 1000) -> dict:
     out = {}
     ks = [k for k in (1, 2, 4, 8) if k < len(emb)]
     if ks and labels.any():
-        res = recall_at_k(emb, labels, ks=ks)
+        res = recall_at_k(emb, labels, ks=ks, metric=distance)  # as metrics.json's scores
         for k, c in zip(ks, mean_ci(res["per_query"], n_boot)):
             out[f"test_recall@{k}"] = (c["low"], c["high"])
     if (folder / "predictions.npy").is_file():

@@ -213,6 +213,12 @@ def save_outputs(out: Path, scores, emb, labels, clip_ids, tags) -> None:
     write_atomically(out / "tags.json", json.dumps(list(tags)))
 
 
+def recall_distance(cfg: dict) -> str:
+    """The distance a run's Recall@K was scored with (``eval/recall.py --metric``): a metric run's own
+    ``distance``; cosine for a tagging or pretrained run, whose embeddings were not trained for one."""
+    return cfg.get("distance", "cosine") if cfg.get("task") == "metric" else "cosine"
+
+
 def finished_runs(root: Path) -> list[tuple[Path, dict]]:
     """``(folder, metrics)`` of every finished run folder under ``root`` (those with ``metrics.json``), or of
     ``root`` itself when it is one."""
