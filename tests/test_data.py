@@ -130,6 +130,19 @@ def test_decode_npy(tmp_path):
     assert len(load_audio(tmp_path / "a.npy", sr=8000)) == 24000
 
 
+@pytest.mark.parametrize("dtype, subtype", [(np.int16, "PCM_16"), (np.int32, "PCM_32"), (np.uint8, "PCM_U8")])
+def test_decode_integer_npy_as_the_same_pcm_wav(tmp_path, dtype, subtype):
+    """Integer samples are PCM: the waveform libsndfile decodes from a WAV holding the same samples."""
+    import soundfile as sf
+
+    info = np.iinfo(dtype)
+    pcm = np.random.default_rng(0).integers(info.min, info.max, 16000, endpoint=True).astype(dtype)
+    np.save(tmp_path / "a.npy", pcm)
+    sf.write(tmp_path / "a.wav", (pcm.astype(np.float64) - (128 if dtype == np.uint8 else 0))
+             / (2.0 ** (8 * pcm.itemsize - 1)), 16000, subtype=subtype)
+    np.testing.assert_allclose(load_audio(tmp_path / "a.npy"), load_audio(tmp_path / "a.wav"), rtol=0, atol=1e-7)
+
+
 def test_decode_bad_files(tmp_path, fixtures_dir):
     with pytest.raises(AudioError, match="nope.mp3: file not found"):
         load_audio(tmp_path / "nope.mp3")
