@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "clip; validation and test clips are never augmented")
     p.add_argument("--augment-seed", type=int, default=0, metavar="S",
                    help="seed of the effect chains: version v of clip c draws from default_rng([S, c, v])")
-    p.add_argument("--min-seconds", type=float, default=3.0,
+    p.add_argument("--min-seconds", type=float, default=store.Header.min_seconds,
                    help="skip clips shorter than this (the trainer's default crop is 3 s)")
-    p.add_argument("--max-seconds", type=float, default=600.0,
+    p.add_argument("--max-seconds", type=float, default=store.Header.max_seconds,
                    help="truncate clips longer than this (each clip is stored at its own length up to this)")
     p.add_argument("--dtype", choices=store.DTYPES, default="float32",
                    help="storage type of the features; float16 halves the file (the trainer reads either)")
@@ -253,6 +253,17 @@ def plan_versions(clips, rooms_grown: np.ndarray, count: int, seed: int) -> stor
     return store.Versions(rows, version, rooms_grown[rows], chains)
 
 
+def other_annotations(path: Path, part_of: store.Part) -> str:
+    """``''`` when the features file at ``path`` holds ``part_of``'s clips of the same annotation file
+    (by content) or predates that record; else which annotation file and clips it was made from."""
+    have = store.read_part(path)
+    if have is None or (have.sha256, have.total, have.start, have.stop) == \
+            (part_of.sha256, part_of.total, part_of.start, part_of.stop):
+        return ""
+    return (f"another annotation file or version of it ({have.annotations}: clips {have.start}-{have.stop} "
+            f"of {have.total}, sha256 {have.sha256[:12]}...)")
+
+
 def describe_changes(diff: list[str], want: store.Header, have: store.Header) -> str:
     """``'augment 2 in the file, 0 asked'``, ... for the settings that differ."""
     a, b = have.attrs(), want.attrs()
@@ -302,7 +313,7 @@ def main(argv=None) -> int:
     want = store.Header(features=args.features, params=args.params, dtype=args.dtype, split_scheme=args.split,
                         source=str(Path(root).resolve()), audio_kind=layout.kind,
                         shard=f"{index}/{count}" if args.shard else "", augment=args.augment,
-                        augment_seed=args.augment_seed)
+                        augment_seed=args.augment_seed, min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with held_lock(args.out, "another extraction"):  # two at once took each other's .part for broken
@@ -325,25 +336,32 @@ def write_features(args, argv, clips, layout, want: store.Header, part_of: store
             return _fail(f"{out} already holds features made with other settings ({', '.join(diff)}): "
                          f"{describe_changes(diff, want, store.header(out))}; choose another --out or pass "
                          "--overwrite")
+        if other := other_annotations(out, part_of):
+            return _fail(f"{out} was made from {other}; choose another --out or pass --overwrite")
         print(f"{out} is already complete for these settings; nothing to do.")
         return 0
 
     paths = [layout.path(p) for p in clips["mp3_path"]]
-    if part.exists() and not args.overwrite:
+    if part.exists():
         try:
             diff = want.changed(store.header(part))
             table = store.read_table(part)
+            other = other_annotations(part, part_of)
         except (store.StoreError, OSError, KeyError) as exc:
             print(f"warning: {part} is unreadable ({exc}); starting over", file=sys.stderr)
             part.unlink()
         else:
-            if diff:
-                return _fail(f"{part} is a partial run with other settings ({', '.join(diff)}): "
-                             f"{describe_changes(diff, want, store.header(part))}; re-run with those settings "
-                             "to finish it, or pass --overwrite to discard it")
-            if not np.array_equal(table["clip_id"].to_numpy(), clips["clip_id"].to_numpy()):
-                return _fail(f"{part} was made from another annotation file; pass --overwrite to discard it")
-    if not part.exists() or args.overwrite:
+            if not other and not np.array_equal(table["clip_id"].to_numpy(), clips["clip_id"].to_numpy()):
+                other = "another annotation file"
+            why = (f"other settings ({', '.join(diff)}): {describe_changes(diff, want, store.header(part))}"
+                   if diff else f"made from {other}" if other else "")
+            if why and not args.overwrite:
+                return _fail(f"{part} is a partial run with {why}; re-run with those settings to finish it, or "
+                             "pass --overwrite to discard it")
+            if why:  # --overwrite discards only a partial run it cannot continue
+                print(f"--overwrite: discarding {part}, a partial run with {why}", file=sys.stderr)
+                part.unlink()
+    if not part.exists():
         samples = clip_samples(paths, args)
         rooms, versions = clip_rooms(samples, args.params), None
         if args.augment:

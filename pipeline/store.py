@@ -107,6 +107,9 @@ class Header:
         A setting like the others, so a shard is never resumed as another one or as the whole list.
     augment, augment_seed : int
         Augmented versions per training clip (0: none) and the seed of their effect chains.
+    min_seconds, max_seconds : float
+        The clips kept and the length they are cut to (files made before these were recorded read as
+        the defaults, 3 and 600).
     """
 
     features: tuple[str, ...]
@@ -118,12 +121,15 @@ class Header:
     shard: str = ""
     augment: int = 0
     augment_seed: int = 0
+    min_seconds: float = 3.0
+    max_seconds: float = 600.0
 
     def attrs(self) -> dict:
         """The root attributes that record it (``features`` comma-joined, the parameters flat)."""
         return dict(features=",".join(self.features), dtype=self.dtype, split_scheme=self.split_scheme,
                     source=self.source, audio_kind=self.audio_kind, shard=self.shard, augment=int(self.augment),
-                    augment_seed=int(self.augment_seed), **self.params.as_dict())
+                    augment_seed=int(self.augment_seed), min_seconds=float(self.min_seconds),
+                    max_seconds=float(self.max_seconds), **self.params.as_dict())
 
     def changed(self, other: "Header") -> list[str]:
         """Names of the settings in which ``other`` differs from this header."""
@@ -369,7 +375,9 @@ def header(path) -> Header:
     return Header(features=tuple(attrs["features"].split(",")), params=FeatureParams.from_dict(attrs),
                   dtype=attrs["dtype"], split_scheme=attrs["split_scheme"], source=attrs["source"],
                   audio_kind=attrs["audio_kind"], shard=attrs.get("shard", ""),
-                  augment=int(attrs.get("augment", 0)), augment_seed=int(attrs.get("augment_seed", 0)))
+                  augment=int(attrs.get("augment", 0)), augment_seed=int(attrs.get("augment_seed", 0)),
+                  min_seconds=float(attrs.get("min_seconds", Header.min_seconds)),
+                  max_seconds=float(attrs.get("max_seconds", Header.max_seconds)))
 
 
 def shard_paths(path, names) -> list[Path]:

@@ -154,11 +154,22 @@ def test_other_parameters_never_mix(corpus, tmp_path, capsys):
     assert run(corpus, out, "--features", "mel", "--stft", "nnaudio") == 2  # the CPU's auto is fft
     assert "other settings (stft)" in capsys.readouterr().err
     assert out.read_bytes() == before
+    assert run(corpus, out, "--features", "mel", "--max-seconds", "4") == 2  # clips cut to other lengths
+    assert "max_seconds 600.0 in the file, 4.0 asked" in capsys.readouterr().err
+    # the same clips of another version of the annotation file (a label changed)
+    csv = corpus / "annotations_final.csv"
+    rows = csv.read_text().splitlines()
+    cells = rows[1].split("\t")
+    cells[1] = "1" if cells[1] == "0" else "0"
+    csv.write_text("\n".join([rows[0], "\t".join(cells), *rows[2:]]) + "\n")
+    assert run(corpus, out, "--features", "mel") == 2
+    assert f"{out} was made from another annotation file or version of it" in capsys.readouterr().err
+    assert out.read_bytes() == before
     assert run(corpus, out, "--features", "mel", "--n-mels", "64", "--overwrite") == 0
     assert read_all(out)[1]["n_mels"] == 64
 
 
-def test_resume_after_interruption_equals_uninterrupted(corpus, tmp_path, monkeypatch):
+def test_resume_after_interruption_equals_uninterrupted(corpus, tmp_path, monkeypatch, capsys):
     full = tmp_path / "full.h5"
     assert run(corpus, full) == 0
     out = tmp_path / "f.h5"
@@ -170,7 +181,11 @@ def test_resume_after_interruption_equals_uninterrupted(corpus, tmp_path, monkey
     assert not out.exists() and part.exists()
     assert (store.read_table(part)["status"] == 1).sum() == 12  # three batches of 4 were kept
     assert run(corpus, out, "--n-mfcc", "13") == 2  # a partial run is not mixed with other settings either
-    assert run(corpus, out) == 0
+    assert run(corpus, out, "--max-seconds", "4") == 2  # nor cut to other lengths
+    assert "other settings (max_seconds)" in capsys.readouterr().err
+    # --overwrite discards a partial run it cannot continue; this one it can, and continues
+    assert run(corpus, out, "--overwrite") == 0
+    assert "resumed    12 clips were already done" in capsys.readouterr().out
     a, attrs_a = read_all(full)
     b, attrs_b = read_all(out)
     assert attrs_a == attrs_b and a.keys() == b.keys()
