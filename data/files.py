@@ -97,15 +97,38 @@ def held_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def output_error(path: str | os.PathLike, what: str = "") -> str | None:
-    """Why no file can be written at ``path`` (a folder is there, or no folder to hold it), for an
-    argument's error message (``what``: its name, e.g. ``--taggram``); ``None`` when one can."""
+def output_error(path: str | os.PathLike, what: str = "", parents: bool = False) -> str | None:
+    """Why no file can be written at ``path`` (a folder is there, no folder to hold it, or that folder
+    cannot be written in), for an argument's error message (``what``: its name, e.g. ``--taggram``);
+    ``None`` when one can. ``parents``: the missing folders above it are to be made."""
     path = Path(path)
     name = f"{what} {path}" if what else str(path)
     if path.is_dir():
         return f"{name}: a folder; give the name of a file to write (in it, or elsewhere)"
-    if not path.parent.is_dir():
+    if not parents and not path.parent.exists():
         return f"{name}: the folder {path.parent} does not exist; create it or pick another"
+    return _place_error(path.parent, name)
+
+
+def folder_error(path: str | os.PathLike, what: str = "") -> str | None:
+    """Why no folder can be made, or written in, at ``path`` (a file is there, or above it; no
+    permission; a read-only disk), for an argument's error message; ``None`` when one can."""
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    if path.exists() and not path.is_dir():
+        return f"{name}: a file, not a folder; give a folder's name"
+    return _place_error(path, name)
+
+
+def _place_error(folder: Path, name: str) -> str | None:
+    """Why ``folder`` (made if missing) cannot hold new files, judged at its nearest existing folder."""
+    near = folder
+    while not near.exists() and near != near.parent:
+        near = near.parent
+    if not near.is_dir():
+        return f"{name}: {near} is a file, not a folder"
+    if not os.access(near, os.W_OK | os.X_OK):  # also false on a read-only disk, even for root
+        return f"{name}: cannot write in {near} (no permission, or a read-only disk)"
     return None
 
 

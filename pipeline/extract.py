@@ -40,7 +40,7 @@ import soundfile as sf
 
 from data.audio import SR
 from data.cli import HelpFormatter
-from data.files import Locked, held_lock, write_atomically
+from data.files import Locked, held_lock, output_error, write_atomically
 from data.mtat import ANNOTATIONS, SPLITS, DatasetError, find_audio, read_annotations
 from features.device import device_error, pick_device
 from features.params import STFTS, FeatureParams, parse_features
@@ -158,8 +158,8 @@ def parse_args(argv=None):
     for path in (args.out, args.out.with_name(args.out.name + ".part")):  # outputs checked before any work
         if path.is_dir():
             parser.error(f"--out {args.out}: {path} is a folder; give a file name, e.g. --out {args.out / 'features.h5'}")
-    if args.out.parent.exists() and not args.out.parent.is_dir():
-        parser.error(f"--out {args.out}: {args.out.parent} is a file, not a folder")
+    if error := output_error(args.out, "--out", parents=True):
+        parser.error(error)
     return args
 
 

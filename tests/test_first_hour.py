@@ -117,6 +117,35 @@ def test_a_folder_where_a_file_is_to_be_written_is_refused_before_any_work(tmp_p
     assert f"{folder}: a folder" in capsys.readouterr().err
 
 
+def test_outputs_that_cannot_be_written_are_named_before_any_work(tmp_path, monkeypatch, capsys):
+    import os
+
+    from pipeline import extract
+    from train import embed, library, pretrained, run
+
+    plain = tmp_path / "notes.txt"
+    plain.write_text("a file where a folder is to be")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # a read-only disk or a folder without permission: access(2) says so even to root
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    cases = [(run.main, ["--out", str(plain)], f"--out {plain}: a file, not a folder"),
+             (run.main, ["--out", str(plain / "run")], f"{plain} is a file, not a folder"),
+             (run.main, ["--out", str(locked / "a" / "run")], f"cannot write in {locked}"),
+             (embed.main, ["--run", str(tmp_path), "--out", str(plain)], "a file, not a folder"),
+             (pretrained.main, ["MTT_musicnn", "--out", str(locked / "p")], f"cannot write in {locked}"),
+             (extract.main, ["--out", str(locked / "f.h5")], f"--out {locked / 'f.h5'}: cannot write in {locked}"),
+             (extract.main, ["--out", str(plain / "f.h5")], f"{plain} is a file, not a folder"),
+             (library.main, ["index", str(tmp_path), "--out", str(locked / "l.h5")], f"cannot write in {locked}"),
+             (library.main, ["export", str(locked / "t.csv")], f"cannot write in {locked}")]
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2 and message in capsys.readouterr().err, argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked", "notes.txt"] and not any(locked.iterdir())
+
+
 def test_extract_without_data_takes_the_demo_corpus_the_user_made(tmp_path, monkeypatch, capsys):
     # `python data/demo.py --clips N` (N not the default), then `python pipeline/extract.py --features mel,mfcc`
     from data import demo

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from data.cli import HelpFormatter
+from data.files import folder_error
 from features.device import device_error, pick_device
 from train import runfolder
 from train.runfolder import RunError
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.batch < 1:
         p.error(f"--batch must be at least 1, got {a.batch}")
-    if error := device_error(a.device):
+    if error := device_error(a.device) or (a.out is not None and folder_error(a.out, "--out")):
         p.error(error)
     a.device = str(pick_device(a.device))
     from train.feed import FeedError

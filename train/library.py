@@ -652,6 +652,8 @@ def main(argv=None) -> int:
         p.error(f"--workers must be 0 or more, got {a.workers}")
     if a.command in ("export", "map") and (error := output_error(a.out)):
         p.error(error)
+    if a.command == "index" and (error := output_error(a.out, "--out", parents=True)):  # before hours of work
+        p.error(error)
     if getattr(a, "device", None) == "cuda":
         import torch
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from data.cli import HelpFormatter
+from data.files import folder_error
 from features import taggram
 from features.params import FeatureParams
 from train import runfolder
@@ -129,6 +130,8 @@ def main(argv=None) -> int:
                    "that holds NAME is kept as it is, and one that holds another network refused)")
     a = p.parse_args(argv)
     out = a.out or Path("cache/pretrained") / a.name
+    if error := folder_error(out, "--out"):
+        p.error(error)
     made = not kept(a.name, out, a.force)
     try:
         convert(a.name, out, a.force)

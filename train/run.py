@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from data.cli import HelpFormatter
+from data.files import folder_error
 from features.device import device_error
 from features.params import parse_features
 from train import dist
@@ -143,6 +144,8 @@ def parse_args(argv=None) -> RunConfig:
     a.lr = a.lr if a.lr is not None else (0.01 if a.optimizer == "sgd" else 1e-3)
     a.stop_lr = a.stop_lr if a.stop_lr is not None else a.lr / 500
     a.out = a.out or Path("cache/runs") / f"{a.task}-{a.model}"
+    if error := folder_error(a.out, "--out"):
+        parser.error(error)
     if a.crops_per_clip != "auto":
         try:
             a.crops_per_clip = int(a.crops_per_clip)
