@@ -463,6 +463,20 @@ def test_resume_leaves_a_finished_run_alone_unless_asked_for_more_epochs(feats, 
     assert "resumed from" in (out / "train.log").read_text()
 
 
+def test_a_run_stopped_by_stop_lr_and_killed_in_its_test_resumes_to_the_test(feats, tmp_path):
+    out = tmp_path / "run"
+    args = ["--features", str(feats), "--model", "baseline", "--out", str(out), "--stop-lr", "2e-3", *FAST]
+    assert run.main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs_run"] == 1  # lr 1e-3 is below --stop-lr after the first epoch
+    (out / "metrics.json").unlink()  # as if killed during its test
+    assert run.main([*args, "--resume"]) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["epochs_run"] == 1 and torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
+    assert {k: v for k, v in again.items() if k.startswith("test_")} == {k: v for k, v in m.items() if k.startswith("test_")}
+    assert "no more epochs; testing the best" in (out / "train.log").read_text()
+
+
 def test_interrupted_training_says_how_to_continue(feats, tmp_path, capsys, monkeypatch):
     from train import runfolder
 

@@ -437,7 +437,11 @@ def train(cfg: RunConfig) -> int:
     t_run = time.time() - (resume.get("seconds", 0.0) if resume else 0.0)
     if init and not resume and main:
         best = score_start(cfg, mode, model, evaluate, sets["valid"], mean, std, log)
-    for epoch in range(start_epoch, cfg.epochs + 1):
+    last_epoch = cfg.epochs
+    if resume and (lr := opt.param_groups[0]["lr"]) < cfg.stop_lr:  # it stopped, then was killed in its test
+        log(f"learning rate {lr:.1e} is below --stop-lr {cfg.stop_lr:.1e}: no more epochs; testing the best")
+        last_epoch = start_epoch - 1
+    for epoch in range(start_epoch, last_epoch + 1):
         model.train()
         if frozen(cfg, model):
             model.backbone.eval()  # its batch-norm statistics and dropout stay as the tagging run left them
