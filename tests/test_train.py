@@ -495,6 +495,11 @@ def test_interrupted_training_says_how_to_continue(feats, tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert f"interrupted: {out / 'last.pt'} keeps the last finished epoch" in err and err.rstrip().endswith("--resume")
     monkeypatch.undo()
+    # its best.pt is an epoch's, not the run's: the commands that take a finished run say so
+    from train import embed
+    assert embed.main(["--run", str(out), "--features", str(feats)]) == 2
+    assert tag.main([str(MTAT_MP3), "--run", str(out)]) == 2
+    assert capsys.readouterr().err.count(f"--run {out}: an unfinished run (no metrics.json") == 2
     assert run.main(["--features", str(feats), "--model", "baseline", "--out", str(out), *FAST, "--resume"]) == 0
 
 

@@ -153,6 +153,9 @@ def load_best(run: Path, device="cpu", task: str = "tagging", model: str | None 
         raise RunError(f"{what} {run}: not a finished run folder ({', '.join(f'no {m} there' for m in missing)}); "
                        f"train a {task} run first with `python train/run.py`")
     cfg = json.loads(cfg_path.read_text())
+    if not cfg.get("pretrained") and not (run / "metrics.json").is_file():  # best.pt of an epoch, not of the run
+        raise RunError(f"{what} {run}: an unfinished run (no metrics.json: it stopped before its test); finish it "
+                       "with the command that started it plus --resume, or pick a finished run")
     ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
     if ckpt.get("config", {}).get("model") != cfg.get("model"):
         raise RunError(f"{ckpt_path} holds a {ckpt.get('config', {}).get('model')!r} model but {cfg_path} "
