@@ -5,6 +5,7 @@ moment leaves either the old file or the new one under the real name, never part
 """
 from __future__ import annotations
 
+import glob
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,27 @@ def temporary_name(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (another user's counts; 0, not yet written, does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Remove the temporaries of ``path`` (:func:`temporary_name`) that killed processes left behind; a
+    checkpoint's are as large as it."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and not _running(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -37,10 +59,12 @@ def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
     ...     tmp.write_text("{}")
 
     If the block raises, the temporary is removed and ``path`` is left as it was. A folder at
-    ``path`` raises ``IsADirectoryError`` before the block runs.
+    ``path`` raises ``IsADirectoryError`` before the block runs. Temporaries of ``path`` that
+    killed processes left are removed first.
     """
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: a folder, where a file is to be written")
+    remove_stale_temporaries(path)
     tmp = temporary_name(path)
     try:
         yield tmp
@@ -79,12 +103,11 @@ def held_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
         except FileExistsError:
             try:
                 pid = int(path.read_text() or 0)
-                os.kill(pid, 0)
-            except (ValueError, ProcessLookupError, FileNotFoundError):
+            except (ValueError, FileNotFoundError):
+                pid = 0
+            if not _running(pid):
                 path.unlink(missing_ok=True)  # its process is gone
                 continue
-            except PermissionError:
-                pass  # alive, another user's
             raise Locked(f"{target}: {what} (process {pid}) is writing it; wait for it to finish, or delete "
                          f"{path} if it is not running") from None
     else:

@@ -117,6 +117,23 @@ def test_a_folder_where_a_file_is_to_be_written_is_refused_before_any_work(tmp_p
     assert f"{folder}: a folder" in capsys.readouterr().err
 
 
+def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    import os
+
+    from data.files import atomic_path, temporary_name
+
+    target = tmp_path / "last.pt"
+    dead = tmp_path / f".last.pt.{2 ** 31 - 1}.tmp"  # no process has that id (above any pid_max)
+    alive = tmp_path / f".last.pt.{os.getppid()}.tmp"  # a running process may still be writing it
+    other = tmp_path / f".best.pt.{2 ** 31 - 1}.tmp"  # another file's: left to that file's next write
+    for p in (dead, alive, other):
+        p.write_bytes(b"part of a checkpoint")
+    with atomic_path(target) as tmp:
+        assert tmp == temporary_name(target) and not dead.exists()
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and alive.exists() and other.exists()
+
+
 def test_outputs_that_cannot_be_written_are_named_before_any_work(tmp_path, monkeypatch, capsys):
     import os
 
