@@ -98,7 +98,7 @@ def held_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
     path = target.with_name(f".{target.name}.lock")
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)  # a plain file, not an executable
             break
         except FileExistsError:
             try:
