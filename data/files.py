@@ -33,17 +33,20 @@ def _running(pid: int) -> bool:
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> None:
-    """Remove the temporaries of ``path`` (:func:`temporary_name`) that killed processes left behind; a
-    checkpoint's are as large as it."""
+    """Remove the temporaries of ``path`` (:func:`temporary_name`) that killed processes on this machine
+    left behind (a checkpoint's are as large as it); one that cannot be removed is left."""
     path = Path(path)
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = tmp.name[len(path.name) + 2:-len(".tmp")]
         if pid.isdigit() and not _running(int(pid)):
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink()
+            except OSError:  # gone meanwhile, another user's, or a folder
+                pass
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, sync: bool = False, sweep: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends, rename it onto ``path``.
 
     Parameters
@@ -52,6 +55,9 @@ def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
         The file to (re)place.
     sync : bool
         ``fsync`` the temporary before the rename, for large files whose loss would be costly.
+    sweep : bool
+        First remove the temporaries of ``path`` that killed processes left
+        (:func:`remove_stale_temporaries`), for large files: it lists the folder.
 
     Examples
     --------
@@ -59,12 +65,12 @@ def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
     ...     tmp.write_text("{}")
 
     If the block raises, the temporary is removed and ``path`` is left as it was. A folder at
-    ``path`` raises ``IsADirectoryError`` before the block runs. Temporaries of ``path`` that
-    killed processes left are removed first.
+    ``path`` raises ``IsADirectoryError`` before the block runs.
     """
     if os.path.isdir(path):
         raise IsADirectoryError(f"{path}: a folder, where a file is to be written")
-    remove_stale_temporaries(path)
+    if sweep:
+        remove_stale_temporaries(path)
     tmp = temporary_name(path)
     try:
         yield tmp
@@ -102,9 +108,10 @@ def held_lock(target: str | os.PathLike, what: str) -> Iterator[None]:
             break
         except FileExistsError:
             try:
-                pid = int(path.read_text() or 0)
-            except (ValueError, FileNotFoundError):
-                pid = 0
+                pid = int(path.read_text() or 0)  # empty: its holder is writing its pid now
+            except (ValueError, FileNotFoundError):  # not a lock of ours, or just released
+                path.unlink(missing_ok=True)
+                continue
             if not _running(pid):
                 path.unlink(missing_ok=True)  # its process is gone
                 continue

@@ -271,7 +271,7 @@ def main(argv=None) -> int:
         return 2
     out.parent.mkdir(parents=True, exist_ok=True)
     # The temporary sits beside OUT, so the shards' relative names hold for it and after the rename.
-    with atomic_path(out, sync=True) as tmp:
+    with atomic_path(out, sync=True, sweep=True) as tmp:
         got = write_merged(tmp, out, shards)
     logged = merge_logs(out, shards)
     if not args.quiet:

@@ -120,7 +120,8 @@ def test_a_folder_where_a_file_is_to_be_written_is_refused_before_any_work(tmp_p
 def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
     import os
 
-    from data.files import atomic_path, temporary_name
+    from data.files import Locked, atomic_path, held_lock, temporary_name
+    from train import runfolder
 
     target = tmp_path / "last.pt"
     dead = tmp_path / f".last.pt.{2 ** 31 - 1}.tmp"  # no process has that id (above any pid_max)
@@ -128,10 +129,19 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_pa
     other = tmp_path / f".best.pt.{2 ** 31 - 1}.tmp"  # another file's: left to that file's next write
     for p in (dead, alive, other):
         p.write_bytes(b"part of a checkpoint")
-    with atomic_path(target) as tmp:
-        assert tmp == temporary_name(target) and not dead.exists()
+    runfolder.save_checkpoint({"epoch": 1}, target)  # checkpoints sweep; small files leave the folder unread
+    assert not dead.exists() and alive.exists() and other.exists() and target.is_file()
+    with atomic_path(tmp_path / "best.pt") as tmp:
+        assert tmp == temporary_name(tmp_path / "best.pt") and other.exists()
         tmp.write_bytes(b"new")
-    assert target.read_bytes() == b"new" and alive.exists() and other.exists()
+    # a lock file that is not one of ours (or was just released) is taken; one of a running process is not
+    (tmp_path / ".f.h5.lock").write_text("garbage")
+    with held_lock(tmp_path / "f.h5", "a test"):
+        assert (tmp_path / ".f.h5.lock").read_text() == str(os.getpid())
+    (tmp_path / ".f.h5.lock").write_text(str(os.getppid()))
+    with pytest.raises(Locked, match=f"a test \\(process {os.getppid()}\\) is writing it"):
+        with held_lock(tmp_path / "f.h5", "a test"):
+            pass
 
 
 def test_outputs_that_cannot_be_written_are_named_before_any_work(tmp_path, monkeypatch, capsys):

@@ -164,7 +164,7 @@ def write_index(path: Path, lib: Library) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**lib.meta, "format": FORMAT, "version": VERSION, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
     meta.setdefault("created", meta["updated"])
-    with atomic_path(path, sync=True) as tmp, h5py.File(tmp, "w") as f:
+    with atomic_path(path, sync=True, sweep=True) as tmp, h5py.File(tmp, "w") as f:
         text = h5py.string_dtype()
         f.create_dataset("path", data=np.asarray(lib.path, dtype=object), dtype=text)
         for k in TRACK_FIELDS[1:]:

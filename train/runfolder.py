@@ -42,7 +42,7 @@ def save_checkpoint(obj: dict, path: Path) -> None:
     """
     import torch  # here, so that reading metrics (train/report.py) starts without torch
 
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+    with atomic_path(path, sweep=True) as tmp, open(tmp, "wb") as fh:
         torch.save(obj, fh)
 
 
