@@ -104,14 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "clip; validation and test clips are never augmented")
     p.add_argument("--augment-seed", type=int, default=0, metavar="S",
                    help="seed of the effect chains: version v of clip c draws from default_rng([S, c, v])")
-    p.add_argument("--min-seconds", type=float, default=store.Header.min_seconds,
+    p.add_argument("--min-seconds", type=float, default=3.0,
                    help="skip clips shorter than this (the trainer's default crop is 3 s)")
-    p.add_argument("--max-seconds", type=float, default=store.Header.max_seconds,
+    p.add_argument("--max-seconds", type=float, default=600.0,
                    help="truncate clips longer than this (each clip is stored at its own length up to this)")
     p.add_argument("--dtype", choices=store.DTYPES, default="float32",
                    help="storage type of the features; float16 halves the file (the trainer reads either)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output or partial run made with other parameters")
+                   help="replace an existing output, or a partial run (OUT.part) made with other parameters; a "
+                        "partial run with these is continued (delete OUT.part to start it over)")
     fp = FeatureParams()
     g = p.add_argument_group("feature parameters")
     g.add_argument("--n-fft", type=int, default=fp.n_fft, help="STFT window and FFT size, in samples at 16 kHz")

@@ -40,8 +40,8 @@ clip's audio and its chain, so it is the same whatever the batching, workers or 
 
 Root attributes: ``format``, ``version``, ``features``, ``dtype``, every ``FeatureParams`` field,
 ``split_scheme``, ``source``, ``audio_kind``, ``augment`` (V; 0, or absent in older files: none),
-``augment_seed`` and ``shard`` (``'I/N'`` for the I-th of N parts, counted from 0; empty for a
-whole clip list); files made since sharding also record where their clips come
+``augment_seed``, ``shard`` (``'I/N'`` for the I-th of N parts, counted from 0; empty for a
+whole clip list) and ``min_seconds``, ``max_seconds`` (absent in older files); files made since sharding also record where their clips come
 from (:class:`Part`): ``annotations`` (the annotation file, absolute), ``annotations_sha256``,
 ``clips_total`` (clips in the split's whole list) and ``clips_start``, ``clips_stop`` (the block of that
 list this file holds).
@@ -107,9 +107,9 @@ class Header:
         A setting like the others, so a shard is never resumed as another one or as the whole list.
     augment, augment_seed : int
         Augmented versions per training clip (0: none) and the seed of their effect chains.
-    min_seconds, max_seconds : float
-        The clips kept and the length they are cut to (files made before these were recorded read as
-        the defaults, 3 and 600).
+    min_seconds, max_seconds : float or None
+        The clips kept and the length they are cut to; ``None`` where not known (a file made before
+        they were recorded), and then not compared.
     """
 
     features: tuple[str, ...]
@@ -121,21 +121,22 @@ class Header:
     shard: str = ""
     augment: int = 0
     augment_seed: int = 0
-    min_seconds: float = 3.0
-    max_seconds: float = 600.0
+    min_seconds: float | None = None
+    max_seconds: float | None = None
 
     def attrs(self) -> dict:
         """The root attributes that record it (``features`` comma-joined, the parameters flat)."""
         return dict(features=",".join(self.features), dtype=self.dtype, split_scheme=self.split_scheme,
                     source=self.source, audio_kind=self.audio_kind, shard=self.shard, augment=int(self.augment),
-                    augment_seed=int(self.augment_seed), min_seconds=float(self.min_seconds),
-                    max_seconds=float(self.max_seconds), **self.params.as_dict())
+                    augment_seed=int(self.augment_seed), **self.params.as_dict(),
+                    **{k: float(v) for k, v in (("min_seconds", self.min_seconds), ("max_seconds", self.max_seconds))
+                       if v is not None})
 
     def changed(self, other: "Header") -> list[str]:
-        """Names of the settings in which ``other`` differs from this header."""
+        """Names of the settings in which ``other`` differs from this header (of those both know)."""
         mine, theirs = self.attrs(), other.attrs()
-        return [k for k, v in mine.items()
-                if (not np.isclose(float(theirs[k]), v) if isinstance(v, float) else theirs[k] != v)]
+        return [k for k, v in mine.items() if k in theirs
+                and (not np.isclose(float(theirs[k]), v) if isinstance(v, float) else theirs[k] != v)]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -376,8 +377,7 @@ def header(path) -> Header:
                   dtype=attrs["dtype"], split_scheme=attrs["split_scheme"], source=attrs["source"],
                   audio_kind=attrs["audio_kind"], shard=attrs.get("shard", ""),
                   augment=int(attrs.get("augment", 0)), augment_seed=int(attrs.get("augment_seed", 0)),
-                  min_seconds=float(attrs.get("min_seconds", Header.min_seconds)),
-                  max_seconds=float(attrs.get("max_seconds", Header.max_seconds)))
+                  min_seconds=attrs.get("min_seconds"), max_seconds=attrs.get("max_seconds"))
 
 
 def shard_paths(path, names) -> list[Path]:

@@ -167,6 +167,11 @@ def test_other_parameters_never_mix(corpus, tmp_path, capsys):
     assert out.read_bytes() == before
     assert run(corpus, out, "--features", "mel", "--n-mels", "64", "--overwrite") == 0
     assert read_all(out)[1]["n_mels"] == 64
+    with h5py.File(out, "a") as f:  # a file made before the lengths were recorded: they are not known
+        del f.attrs["min_seconds"], f.attrs["max_seconds"]
+    capsys.readouterr()
+    assert run(corpus, out, "--features", "mel", "--n-mels", "64", "--max-seconds", "30") == 0
+    assert "already complete" in capsys.readouterr().out
 
 
 def test_resume_after_interruption_equals_uninterrupted(corpus, tmp_path, monkeypatch, capsys):

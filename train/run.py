@@ -144,7 +144,7 @@ def parse_args(argv=None) -> RunConfig:
     a.lr = a.lr if a.lr is not None else (0.01 if a.optimizer == "sgd" else 1e-3)
     a.stop_lr = a.stop_lr if a.stop_lr is not None else a.lr / 500
     a.out = a.out or Path("cache/runs") / f"{a.task}-{a.model}"
-    if error := folder_error(a.out, "--out"):
+    if dist.is_main() and (error := folder_error(a.out, "--out")):  # rank 0's folder, on its machine only
         parser.error(error)
     if a.crops_per_clip != "auto":
         try:
