@@ -161,6 +161,8 @@ def test_outputs_that_cannot_be_written_are_named_before_any_work(tmp_path, monk
              (run.main, ["--out", str(plain / "run")], f"{plain} is a file, not a folder"),
              (run.main, ["--out", str(locked / "a" / "run")], f"cannot write in {locked}"),
              (embed.main, ["--run", str(tmp_path), "--out", str(plain)], "a file, not a folder"),
+             (embed.main, ["--run", str(locked)],  # its default output, in the run folder
+              f"the output folder (--out) {locked / 'embed-features-test'}: cannot write in {locked}"),
              (pretrained.main, ["MTT_musicnn", "--out", str(locked / "p")], f"cannot write in {locked}"),
              (extract.main, ["--out", str(locked / "f.h5")], f"--out {locked / 'f.h5'}: cannot write in {locked}"),
              (extract.main, ["--out", str(plain / "f.h5")], f"{plain} is a file, not a folder"),

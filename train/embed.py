@@ -26,6 +26,11 @@ from train.runfolder import RunError
 SPLITS = ("train", "valid", "test", "all")
 
 
+def default_out(run: Path, features: Path, split: str) -> Path:
+    """The output folder when none is given: ``RUN/embed-<features>-<split>``."""
+    return Path(run) / f"embed-{Path(features).stem}-{split}"
+
+
 def embed(run: Path, features: Path, split: str = "test", out: Path | None = None, device="cpu",
           batch: int = 64) -> Path:
     """Write the clip embeddings of ``split`` of ``features`` under ``run``'s best model.
@@ -77,7 +82,7 @@ def embed(run: Path, features: Path, split: str = "test", out: Path | None = Non
         scores, emb, labels = predict(model, crops, task, batch, torch.device(device))
     if scores is not None and list(cfg["tags"]) != list(ff.tags):
         scores = None  # another vocabulary (the MSD's): its scores cannot be scored against these labels
-    out = out or run / f"embed-{features.stem}-{split}"
+    out = out or default_out(run, features, split)
     out.mkdir(parents=True, exist_ok=True)
     if scores is None:
         (out / "predictions.npy").unlink(missing_ok=True)  # an earlier call's, of another run or file
@@ -99,18 +104,21 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.batch < 1:
         p.error(f"--batch must be at least 1, got {a.batch}")
-    if error := device_error(a.device) or (a.out is not None and folder_error(a.out, "--out")):
+    if error := device_error(a.device):
         p.error(error)
-    a.device = str(pick_device(a.device))
-    from train.feed import FeedError
-
     features = a.features
     if features is None:
         cfg_path = a.run / "config.json"
         own = json.loads(cfg_path.read_text()).get("features_file") if cfg_path.is_file() else None
         features = Path(own or "cache/features.h5")
+    out = a.out or default_out(a.run, features, a.split)
+    if error := folder_error(out, "--out" if a.out else "the output folder (--out)"):  # before the work
+        p.error(error)
+    a.device = str(pick_device(a.device))
+    from train.feed import FeedError
+
     try:
-        out = embed(a.run, features, a.split, a.out, a.device, a.batch)
+        out = embed(a.run, features, a.split, out, a.device, a.batch)
     except (RunError, FeedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

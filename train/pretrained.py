@@ -130,9 +130,9 @@ def main(argv=None) -> int:
                    "that holds NAME is kept as it is, and one that holds another network refused)")
     a = p.parse_args(argv)
     out = a.out or Path("cache/pretrained") / a.name
-    if error := folder_error(out, "--out"):
-        p.error(error)
     made = not kept(a.name, out, a.force)
+    if made and (error := folder_error(out, "--out")):  # a kept folder may be read-only
+        p.error(error)
     try:
         convert(a.name, out, a.force)
     except RunError as exc:
