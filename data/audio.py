@@ -32,7 +32,8 @@ def load_audio(path: str | os.PathLike, sr: int = SR, npy_sr: int = SR) -> np.nd
         Output sample rate.
     npy_sr : int
         Sample rate of ``.npy`` waveforms (MTAT's pre-decoded release is 16 kHz). Integer
-        ``.npy`` samples are PCM, scaled to [-1, 1) as ``librosa.util.buf_to_float`` does.
+        ``.npy`` samples are PCM, scaled to [-1, 1) as libsndfile decodes a WAV of them
+        (signed divided by 2^(bits-1); unsigned offset binary, 8-bit WAV's).
 
     Returns
     -------
@@ -82,7 +83,7 @@ def _load_npy(path: Path) -> np.ndarray:
         raise AudioError(f"{path}: not a readable .npy waveform ({exc})") from exc
     if y.dtype.kind not in "fiu":
         raise AudioError(f"{path}: .npy waveform has non-numeric dtype {y.dtype}")
-    if y.dtype.kind in "iu":  # PCM integers to [-1, 1) as librosa.util.buf_to_float (unsigned: offset binary)
+    if y.dtype.kind in "iu":  # PCM integers to [-1, 1) as libsndfile decodes them (unsigned: offset binary)
         full = 2.0 ** (8 * y.dtype.itemsize - 1)
         y = (y.astype(np.float64) - (full if y.dtype.kind == "u" else 0.0)) / full
     if y.ndim == 2:  # (channels, n) or (n, channels): average the shorter axis away

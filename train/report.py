@@ -71,7 +71,8 @@ def table(rows: list[dict]) -> str:
                      + " | ".join(fmt(r, c) for c in COLUMNS) + " |")
     if any(r.get("ci95") for r in rows):
         lines.append("\n[low, high]: 95% bootstrap interval over the test clips; compare two runs with "
-                     "`python eval/recall.py A/embeddings.npy --against B/embeddings.npy`")
+                     "`python eval/recall.py A/embeddings.npy --against B/embeddings.npy` (add `--metric euclidean` "
+                     "for runs trained with Euclidean distance)")
     return "\n".join(lines)
 
 
