@@ -325,3 +325,16 @@ def test_metric_network_starts_at_the_backbones_embedding(name, bins, dim):
         torch.testing.assert_close(net.tag_head(net(x)), net.backbone(x), atol=1e-5, rtol=1e-5)
     else:  # 12 clips span at most 12 directions: a 128-wide projection keeps them all
         torch.testing.assert_close(cos(net(x)), cos(feats), atol=1e-4, rtol=1e-4)
+
+
+def test_start_at_backbone_projects_many_clips_on_their_top_singular_directions():
+    """More clips than the backbone is wide (MTAT: 15k): the reduced SVD, the same directions."""
+    from train.models import build_embedding_model
+
+    torch.manual_seed(0)
+    net = build_embedding_model("musicnn", 96, dim=16, n_tags=50)
+    w_in = net.proj.in_features
+    feats = (torch.randn(3 * w_in, w_in) * torch.linspace(3, 0.1, w_in)).float()
+    net.start_at_backbone(feats)
+    ref = np.linalg.svd(feats.double().numpy())[2][:16]  # numpy's own, full matrices
+    np.testing.assert_allclose(np.abs(net.proj.weight.detach().double().numpy() @ ref.T), np.eye(16), atol=1e-4)

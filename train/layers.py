@@ -271,7 +271,9 @@ class EmbeddingNet(nn.Module):
         else:
             if feats is None:
                 raise ValueError(f"the backbone is {w_in} wide, more than dim={dim}: pass embeddings to project")
-            w = torch.linalg.svd(feats.double(), full_matrices=True)[2][:dim].float()
+            # full matrices only for fewer clips than the width, where the reduced Vh has too few rows;
+            # else they would build an unused N x N U (MTAT: 15k training clips, GBs)
+            w = torch.linalg.svd(feats.double(), full_matrices=len(feats) < w_in)[2][:dim].float()
         self.proj.weight.copy_(w.to(self.proj.weight.device))
         self.proj.bias.zero_()
         head = getattr(self.backbone, "head", None)
