@@ -298,6 +298,8 @@ def test_a_rank_that_resolved_other_defaults_than_rank_0_is_refused(monkeypatch)
      "--margin, --negatives: for the triplet loss"),
     (["--task", "metric", "--mining", "hard", "--temperature", "0.2"], "--temperature: for --loss contrastive"),
     (["--task", "metric", "--sampler", "tag"], "add --mining none, or use --sampler overlap"),
+    (["--task", "metric", "--backbone-lr", "0.5", "--start", "random"],
+     "--backbone-lr, --start: for a metric run started from a tagging run (--init RUN)"),
 ])
 def test_an_option_that_would_change_nothing_is_refused(argv, message, capsys):
     # A sweep over --mining, --negatives or --margin under the contrastive loss gave byte-identical runs,

@@ -166,6 +166,9 @@ def parse_args(argv=None) -> RunConfig:
         parser.error(f"--lr-factor must be below 1 (each drop lowers the lr), got {a.lr_factor}")
     if a.init and a.task != "metric":
         parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
+    if a.task == "metric" and not a.init and (init_only := sorted(given & {"start", "backbone_lr"})):
+        parser.error(f"{', '.join('--' + o.replace('_', '-') for o in init_only)}: for a metric run started from "
+                     "a tagging run (--init RUN); without --init it changes nothing")
     if a.task == "tagging" and (metric_only := sorted(given & METRIC_OPTIONS)):
         parser.error(f"{', '.join('--' + o.replace('_', '-') for o in metric_only)}: for --task metric; "
                      "a tagging run does not use it")
