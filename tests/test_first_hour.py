@@ -316,6 +316,19 @@ def test_a_triplet_option_asks_for_the_triplet_loss():
     assert run.parse_args(["--task", "metric", "--sampler", "tag", "--mining", "none"]).sampler == "tag"
 
 
+def test_a_one_clip_validation_split_picks_the_best_epoch_by_its_loss(tmp_path):
+    """No validation tag has a positive and a negative clip: ROC-AUC is NaN, and the run still finishes."""
+    import torch
+
+    feats = tiny_features(tmp_path, "mel", 1)  # gct634: 5 training clips, 1 validation, 1 test
+    out = tmp_path / "run"
+    assert run.main(["--features", str(feats), "--model", "cnn2d", "--epochs", "2", "--batch", "4", "--quiet",
+                     "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    losses = [h["val_loss"] for h in torch.load(out / "last.pt", weights_only=False)["history"]]
+    assert m["best_epoch"] == 1 + losses.index(min(losses))
+
+
 def test_a_crop_shorter_than_the_network_takes_is_refused_before_the_run_folder(mel_mfcc, tmp_path, capsys):
     out = tmp_path / "r"
     assert run.main(["--features", str(mel_mfcc), "--model", "cnn2d", "--seconds", "1", "--out", str(out),

@@ -22,6 +22,7 @@ sampled triplets. A new training mode is a subclass here and a line in :func:`ma
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import torch
@@ -127,7 +128,8 @@ class Mode:
                 metrics(scores, emb, labels, tags, self.distance))
 
     def score(self, val: dict, val_loss: float) -> float:
-        """The validation score that picks the best checkpoint (higher is better)."""
+        """The validation score that picks the best checkpoint (higher is better); minus the validation
+        loss where the split is too small for the metric (NaN)."""
         raise NotImplementedError
 
     def results(self, m: dict, test: dict, out, tags, labels, title: str) -> None:
@@ -159,7 +161,8 @@ class Tagging(Mode):
         return float(-(labels * np.log(s) + (1 - labels) * np.log(1 - s)).mean())
 
     def score(self, val, val_loss):
-        return val["roc_auc"]
+        # NaN where no validation tag has both a positive and a negative clip (a tiny split): the loss decides
+        return -val_loss if math.isnan(val["roc_auc"]) else val["roc_auc"]
 
     def results(self, m, test, out, tags, labels, title):
         per_tag = test.pop("per_tag")
@@ -220,7 +223,7 @@ class MetricMode(Mode):
 
     def score(self, val, val_loss):
         recalls = [v for k, v in val.items() if k.startswith("recall@")]
-        return np.mean(recalls) if recalls else -val_loss
+        return -val_loss if not recalls or np.isnan(recalls).any() else float(np.mean(recalls))
 
 
 class MinedMetric(MetricMode):
