@@ -247,6 +247,8 @@ class EmbeddingNet(nn.Module):
         self.embed_dim = dim
         self.n_bins = getattr(backbone, "n_bins", None)
         self.min_frames = getattr(backbone, "min_frames", 1)
+        if hasattr(backbone, "max_frames"):  # a network of fixed-length patches (musicnn_vgg)
+            self.max_frames = backbone.max_frames
         self.channels_last = getattr(backbone, "channels_last", True)  # the memory format the backbone runs best in
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -398,11 +398,19 @@ def train(cfg: RunConfig) -> int:
     mode.prepare(ff, split["train"], labels_train)
 
     # ---------------------------------------------------------------- model and optimiser
-    model = mode.network(ff)
+    try:
+        model = mode.network(ff)
+    except ValueError as exc:  # a network that cannot take these features (too few mel bands, ...)
+        raise RunError(f"--model {cfg.model} on {cfg.features}: {exc}") from exc
+    frame_s = ff.params.hop_length / ff.params.sr
     if length < getattr(model, "min_frames", 1):  # else the first step fails, with the run folder made
-        least = model.min_frames * ff.params.hop_length / ff.params.sr
         raise RunError(f"--seconds {cfg.seconds:g}: a crop of {length} frames is shorter than the {model.min_frames} "
-                       f"--model {cfg.model} takes; give --seconds {math.ceil(least * 100) / 100:g} or more")
+                       f"--model {cfg.model} takes; give --seconds {math.ceil(model.min_frames * frame_s * 100) / 100:g}"
+                       " or more")
+    if length > getattr(model, "max_frames", length):
+        raise RunError(f"--seconds {cfg.seconds:g}: a crop of {length} frames is longer than the {model.max_frames} "
+                       f"--model {cfg.model} takes; give --seconds {math.floor(model.max_frames * frame_s * 100) / 100:g}"
+                       " or less")
     init_tag_prior(model, labels_train)  # the tag layer starts from the tags' base rates
     place(model, device)
     opt, sched = optimiser(cfg, model)
