@@ -556,3 +556,13 @@ def test_disjoint_negatives_are_those_of_the_weight_matrix(block):
     got = _draw_disjoint(bits, inverse.ravel(), counts, block, anchors, u)
     np.testing.assert_array_equal(got, want)
     assert not (y[anchors] & y[got]).any() and (got != anchors).all()
+
+
+def test_a_loss_named_in_the_registry_only_is_refused_not_trained_as_the_triplet_loss():
+    from train.config import RunConfig
+    from train.modes import LOSSES, make_mode
+    from train.registry import METRIC_LOSSES
+
+    assert set(LOSSES) == set(METRIC_LOSSES)  # every loss the command line offers is called
+    with pytest.raises(ValueError, match="--loss mynew: train/modes.py calls triplet and contrastive only"):
+        make_mode(RunConfig(task="metric", loss="mynew"))

@@ -280,10 +280,17 @@ class SampledMetric(MetricMode):
         return triplet_loss(anc, pos, neg, margin=self.cfg.margin, distance=self.cfg.distance)
 
 
+#: The metric losses this module calls (``MetricMode.split_loss``, ``MinedMetric.metric_loss``).
+LOSSES = ("triplet", "contrastive")
+
+
 def make_mode(cfg: RunConfig) -> Mode:
     """The training mode of ``cfg``: its task, and for metric learning its mining."""
     if cfg.task == "tagging":
         return Tagging(cfg)
+    if cfg.loss not in LOSSES:  # a name added to the registry only would train the triplet loss
+        raise ValueError(f"--loss {cfg.loss}: train/modes.py calls {' and '.join(LOSSES)} only; a new loss needs "
+                         "its call in MetricMode.split_loss and MinedMetric.metric_loss")
     return SampledMetric(cfg) if cfg.mining == "none" else MinedMetric(cfg)
 
 
