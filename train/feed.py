@@ -366,7 +366,8 @@ class Crops(Dataset):
             room = self.ff.version_frames[clips, versions] - self.length
         if self.mode == "fixed":
             return clips, room // 2, None
-        # torch's RNG: seeded per DataLoader worker, so crops are reproducible with workers too.
+        # torch's RNG: seeded per DataLoader worker, so crops repeat for the same seed and number of
+        # workers; another number of workers deals the batches to other RNG streams.
         return clips, (torch.rand(len(ks), dtype=torch.float64).numpy() * (room + 1)).astype(np.int64), versions
 
     def __getitem__(self, k: int):

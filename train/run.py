@@ -110,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "of each batch shape wait for the compilation (a minute or so)")
     p.add_argument("--workers", type=int, default=None,
                    help="DataLoader worker processes of the memmap feed; default: on a GPU min(8, cores - 1), "
-                        "on the CPU 0 (the cores are busy with the steps)")
+                        "on the CPU 0 (the cores are busy with the steps). The random crops are drawn in the "
+                        "workers, so a run repeats exactly with the same --seed and the same number of workers "
+                        "(0 draws as --feed resident does)")
     p.add_argument("--seed", type=int, default=0, help="seed of the crops, batches, initial weights and dropout")
     p.add_argument("--out", type=Path, default=None, help="run folder; default cache/runs/<task>-<model>")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
