@@ -18,7 +18,8 @@ and offers the same four things, which the trainer, the evaluation and ``train/t
 
 A new network: its class here, a line in ``MODELS`` (below) and its name and default inputs in
 ``train.registry.DEFAULT_INPUTS``; then ``--model NAME`` trains it. Default inputs without mel
-(for a network that does not convolve over the mel bands) are allowed.
+(for a network that does not convolve over the mel bands) are allowed: it is built with
+``n_mels=0``, so it must not call ``features.shapes.check_bins``, which the networks here call.
 
 No spectrogram is computed inside a model. Build them by name with :func:`build_model`; their
 names and default inputs are in ``train.registry``. The blocks they share are in ``train.layers``,
@@ -512,8 +513,8 @@ class LinearProjection(nn.Module):
 
     ``embed(x) = Linear(F, dim)(x.mean(dim=2))`` over all ``F`` bins (mel, MFCC, chroma).
     There is no separate output layer: ``forward`` is ``embed``, because this model only
-    exists to be trained with a triplet loss. (Trained with BCE instead, it is a logistic
-    regression on mean features, which also makes a sane tagging floor.)
+    exists to be trained with a triplet loss (``train/run.py`` offers it for ``--task metric``
+    only; trained with BCE it would be a logistic regression on mean features).
 
     Parameters
     ----------
