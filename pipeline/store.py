@@ -41,7 +41,8 @@ clip's audio and its chain, so it is the same whatever the batching, workers or 
 Root attributes: ``format``, ``version``, ``features``, ``dtype``, every ``FeatureParams`` field,
 ``split_scheme``, ``source``, ``audio_kind``, ``augment`` (V; 0, or absent in older files: none),
 ``augment_seed``, ``shard`` (``'I/N'`` for the I-th of N parts, counted from 0; empty for a
-whole clip list) and ``min_seconds``, ``max_seconds`` (absent in older files); files made since sharding also record where their clips come
+whole clip list) and ``min_seconds``, ``max_seconds`` (absent in older files); files made since
+sharding also record where their clips come
 from (:class:`Part`): ``annotations`` (the annotation file, absolute), ``annotations_sha256``,
 ``clips_total`` (clips in the split's whole list) and ``clips_start``, ``clips_stop`` (the block of that
 list this file holds).

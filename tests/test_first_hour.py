@@ -342,7 +342,8 @@ def test_a_crop_shorter_than_the_network_takes_is_refused_before_the_run_folder(
     for task in ("tagging", "metric"):
         assert run.main(["--features", str(mel_mfcc), "--task", task, "--model", "musicnn_vgg", "--seconds", "3.3",
                          "--out", str(tmp_path / "v"), *FAST]) == 2
-        assert "is longer than the 193 --model musicnn_vgg takes; give --seconds 3.08 or less" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "is longer than the 193 --model musicnn_vgg takes; give --seconds 3.08 or less" in err
     few_bands = tiny_features(tmp_path, "mel", 1, "--n-mels", "40", name="m40.h5")
     assert run.main(["--features", str(few_bands), "--model", "cnn2d", "--out", str(tmp_path / "m40"), *FAST]) == 2
     assert f"--model cnn2d on {few_bands}: " in capsys.readouterr().err

@@ -473,7 +473,8 @@ def test_a_run_stopped_by_stop_lr_and_killed_in_its_test_resumes_to_the_test(fea
     assert run.main([*args, "--resume"]) == 0
     again = json.loads((out / "metrics.json").read_text())
     assert again["epochs_run"] == 1 and torch.load(out / "last.pt", weights_only=False)["epoch"] == 1
-    assert {k: v for k, v in again.items() if k.startswith("test_")} == {k: v for k, v in m.items() if k.startswith("test_")}
+    assert {k: v for k, v in again.items() if k.startswith("test_")} == \
+        {k: v for k, v in m.items() if k.startswith("test_")}
     assert "no more epochs; testing the best" in (out / "train.log").read_text()
 
 

@@ -402,15 +402,15 @@ def train(cfg: RunConfig) -> int:
         model = mode.network(ff)
     except ValueError as exc:  # a network that cannot take these features (too few mel bands, ...)
         raise RunError(f"--model {cfg.model} on {cfg.features}: {exc}") from exc
-    frame_s = ff.params.hop_length / ff.params.sr
+    def seconds(frames: int, rnd) -> float:  # a crop length as --seconds, rounded to the hundredth by rnd
+        return rnd(frames * ff.params.hop_length / ff.params.sr * 100) / 100
+
     if length < getattr(model, "min_frames", 1):  # else the first step fails, with the run folder made
         raise RunError(f"--seconds {cfg.seconds:g}: a crop of {length} frames is shorter than the {model.min_frames} "
-                       f"--model {cfg.model} takes; give --seconds {math.ceil(model.min_frames * frame_s * 100) / 100:g}"
-                       " or more")
+                       f"--model {cfg.model} takes; give --seconds {seconds(model.min_frames, math.ceil):g} or more")
     if length > getattr(model, "max_frames", length):
         raise RunError(f"--seconds {cfg.seconds:g}: a crop of {length} frames is longer than the {model.max_frames} "
-                       f"--model {cfg.model} takes; give --seconds {math.floor(model.max_frames * frame_s * 100) / 100:g}"
-                       " or less")
+                       f"--model {cfg.model} takes; give --seconds {seconds(model.max_frames, math.floor):g} or less")
     init_tag_prior(model, labels_train)  # the tag layer starts from the tags' base rates
     place(model, device)
     opt, sched = optimiser(cfg, model)
