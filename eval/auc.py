@@ -33,7 +33,8 @@ class UndefinedTagWarning(UserWarning):
     """Some tags have no positive or no negative clip; their ROC-AUC and PR-AUC are NaN."""
 
 
-def _auc(scores, labels, tag_names, scores_name, labels_name):
+def _matrices(scores, labels, scores_name: str = "scores", labels_name: str = "labels"):
+    """Checked finite scores and 0/1 labels, both ``(n, t)``; a single tag may come as ``(n,)``."""
     s = real_array(scores, scores_name)
     if s.ndim == 1:  # a single tag
         s = s[:, None]
@@ -43,7 +44,11 @@ def _auc(scores, labels, tag_names, scores_name, labels_name):
     else:
         y = labels
     s = finite_matrix(s, scores_name, "clips x tags")
-    y = binary_labels(y, labels_name, s.shape, scores_name)
+    return s, binary_labels(y, labels_name, s.shape, scores_name)
+
+
+def _auc(scores, labels, tag_names, scores_name, labels_name):
+    s, y = _matrices(scores, labels, scores_name, labels_name)
     n, t = s.shape
     if tag_names is None:
         names = [f"tag_{j}" for j in range(t)]
@@ -131,14 +136,15 @@ def macro_ci(scores, labels, other=None, n_boot: int = DEFAULT_BOOT, seed: int =
     -------
     dict
         ``roc_auc`` and ``pr_auc``, each ``(low, high)``; ``n_undefined`` resamples left out.
-    """
-    def columns(x, dtype=None):  # one tag given as (n,) is the column (n, 1), as in tag_auc
-        x = np.asarray(x, dtype)
-        return np.asfortranarray(x.reshape(len(x), -1))
 
-    y = columns(labels)
-    s = columns(scores, np.float64)
-    o = None if other is None else columns(other, np.float64)
+    Raises
+    ------
+    ValueError
+        As :func:`tag_auc`, for ``scores``, ``labels`` and ``other``.
+    """
+    s, y = _matrices(scores, labels)
+    s, y = np.asfortranarray(s, np.float64), np.asfortranarray(y)
+    o = None if other is None else np.asfortranarray(_matrices(other, labels, "other")[0], np.float64)
 
     def macro(x, rows):
         roc, ap, _ = roc_ap(np.asfortranarray(x[rows]), np.asfortranarray(y[rows]))
