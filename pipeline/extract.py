@@ -330,13 +330,12 @@ def write_features(args, argv, clips, layout, want: store.Header, part_of: store
     out, part = args.out, args.out.with_name(args.out.name + ".part")
     if out.exists() and not args.overwrite:
         try:
-            diff = want.changed(store.header(out))
+            have = store.header(out)
         except store.StoreError as exc:
             return _fail(f"{exc}; pass --overwrite to replace it")
-        if diff:
+        if diff := want.changed(have):
             return _fail(f"{out} already holds features made with other settings ({', '.join(diff)}): "
-                         f"{describe_changes(diff, want, store.header(out))}; choose another --out or pass "
-                         "--overwrite")
+                         f"{describe_changes(diff, want, have)}; choose another --out or pass --overwrite")
         if other := other_annotations(out, part_of):
             return _fail(f"{out} was made from {other}; choose another --out or pass --overwrite")
         print(f"{out} is already complete for these settings; nothing to do.")
@@ -345,7 +344,7 @@ def write_features(args, argv, clips, layout, want: store.Header, part_of: store
     paths = [layout.path(p) for p in clips["mp3_path"]]
     if part.exists():
         try:
-            diff = want.changed(store.header(part))
+            have = store.header(part)
             table = store.read_table(part)
             other = other_annotations(part, part_of)
         except (store.StoreError, OSError, KeyError) as exc:
@@ -354,7 +353,8 @@ def write_features(args, argv, clips, layout, want: store.Header, part_of: store
         else:
             if not other and not np.array_equal(table["clip_id"].to_numpy(), clips["clip_id"].to_numpy()):
                 other = "another annotation file"
-            why = (f"other settings ({', '.join(diff)}): {describe_changes(diff, want, store.header(part))}"
+            diff = want.changed(have)
+            why = (f"other settings ({', '.join(diff)}): {describe_changes(diff, want, have)}"
                    if diff else f"made from {other}" if other else "")
             if why and not args.overwrite:
                 return _fail(f"{part} is a partial run with {why}; re-run with those settings to finish it, or "
