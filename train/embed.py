@@ -106,11 +106,9 @@ def main(argv=None) -> int:
         p.error(f"--batch must be at least 1, got {a.batch}")
     if error := device_error(a.device):
         p.error(error)
-    features = a.features
-    if features is None:
-        cfg_path = a.run / "config.json"
-        own = json.loads(cfg_path.read_text()).get("features_file") if cfg_path.is_file() else None
-        features = Path(own or "cache/features.h5")
+    cfg_path = a.run / "config.json"
+    cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}  # embed() refuses a folder without one
+    features = a.features or Path(cfg.get("features_file") or "cache/features.h5")
     out = a.out or default_out(a.run, features, a.split)
     if error := folder_error(out, "--out" if a.out else "the output folder (--out)"):  # before the work
         p.error(error)
@@ -124,7 +122,6 @@ def main(argv=None) -> int:
         return 2
     print(f"{a.run} on {features} ({a.split}): {out}/embeddings.npy, labels.npy, clip_ids.npy, tags.json"
           + (", predictions.npy" if (out / "predictions.npy").exists() else ""))
-    cfg = json.loads((a.run / "config.json").read_text())
     metric = runfolder.recall_distance(cfg)
     print(f"score them:  python eval/recall.py {out / 'embeddings.npy'}"
           + ("" if metric == "cosine" else f" --metric {metric}"))
