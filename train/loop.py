@@ -402,6 +402,7 @@ def train(cfg: RunConfig) -> int:
         model = mode.network(ff)
     except ValueError as exc:  # a network that cannot take these features (too few mel bands, ...)
         raise RunError(f"--model {cfg.model} on {cfg.features}: {exc}") from exc
+
     def seconds(frames: int, rnd) -> float:  # a crop length as --seconds, rounded to the hundredth by rnd
         return rnd(frames * ff.params.hop_length / ff.params.sr * 100) / 100
 

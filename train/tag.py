@@ -164,6 +164,7 @@ def main(argv=None) -> int:
     name, line = describe(run)
     print(f"tagger: {line}", file=sys.stderr)
     results, failed = {}, 0
+    sec = frontend.params.hop_length / frontend.params.sr  # one frame, in seconds
     taken = set()  # the taggrams' names so far: two songs of one stem get two pictures
     for path in a.audio:
         try:
@@ -173,7 +174,6 @@ def main(argv=None) -> int:
             failed += 1
             continue
         if n_frames < frames:
-            sec = frontend.params.hop_length / frontend.params.sr
             print(f"note: {path} lasts {n_frames * sec:.1f} s, less than the {frames * sec:.1f} s the network "
                   "hears at once; it is scored padded to a crop with the training clips' mean features",
                   file=sys.stderr)
@@ -183,7 +183,6 @@ def main(argv=None) -> int:
             from train.plots import plot_taggram
 
             png = taggram_path(a.taggram, path, len(a.audio), taken)
-            sec = frontend.params.hop_length / frontend.params.sr
             plot_taggram(crops, tags, frames * sec, png, title=f"Taggram of {path.name} by {name}",
                          starts=starts * sec, end=max(n_frames, frames) * sec)
             print(f"taggram: {png}", file=sys.stderr if a.json else sys.stdout)
