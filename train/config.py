@@ -22,6 +22,8 @@ LEGACY = {"loss": "triplet", "temperature": 0.1, "backbone_lr": 1.0}
 METRIC_ONLY = {"dim", "distance", "margin", "tag_weight", "loss", "temperature", "mining", "negatives", "sampler",
                "backbone_lr", "init"}
 TRIPLET_ONLY = {"margin", "mining", "negatives"}
+#: Settings only a metric run started from a tagging run (``--init``) uses.
+INIT_ONLY = {"start", "backbone_lr"}
 CONTRASTIVE_ONLY = {"temperature"}
 
 

@@ -23,7 +23,7 @@ from data.files import folder_error
 from features.device import device_error
 from features.params import parse_features
 from train import dist
-from train.config import CONTRASTIVE_ONLY, METRIC_ONLY, TRIPLET_ONLY, RunConfig
+from train.config import CONTRASTIVE_ONLY, INIT_ONLY, METRIC_ONLY, TRIPLET_ONLY, RunConfig
 from train.registry import DEFAULT_INPUTS, DEFAULT_MODEL, GROUP, METRIC_LOSSES, MININGS, MODEL_NAMES, SAMPLERS, TASKS
 from train.runfolder import RunError
 
@@ -168,7 +168,7 @@ def parse_args(argv=None) -> RunConfig:
         parser.error(f"--lr-factor must be below 1 (each drop lowers the lr), got {a.lr_factor}")
     if a.init and a.task != "metric":
         parser.error("--init starts a metric-learning backbone from a tagging run; use it with --task metric")
-    if a.task == "metric" and not a.init and (init_only := sorted(given & {"start", "backbone_lr"})):
+    if a.task == "metric" and not a.init and (init_only := sorted(given & INIT_ONLY)):
         parser.error(f"{', '.join('--' + o.replace('_', '-') for o in init_only)}: for a metric run started from "
                      "a tagging run (--init RUN); without --init it changes nothing")
     if a.task == "tagging" and (metric_only := sorted(given & METRIC_OPTIONS)):
